@@ -16,10 +16,10 @@ import numpy.typing as npt
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
     CTImageStorage,
     DigitalXRayImageStorageForPresentation,
     ExplicitVRLittleEndian,
-    PYDICOM_IMPLEMENTATION_UID,
     generate_uid,
 )
 
@@ -44,7 +44,7 @@ class StudyInfo:
 
 def _base_dataset(sop_class_uid: str, info: StudyInfo, modality: str) -> Dataset:
     ds = Dataset()
-    sop_instance_uid = generate_uid()
+    sop_instance_uid = str(generate_uid())
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class_uid
     meta.MediaStorageSOPInstanceUID = sop_instance_uid

@@ -378,9 +378,7 @@ class PipelineResult:
     details: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.summary_image is not None and (
-            self.summary_image.ndim != 3 or self.summary_image.shape[2] != 3
-        ):
+        if self.summary_image is not None and (self.summary_image.ndim != 3 or self.summary_image.shape[2] != 3):
             raise ValidationError("PipelineResult.summary_image must be RGB (rows, columns, 3) uint8")
         ids = [g.tracking_uid for g in self.groups]
         if len(set(ids)) != len(ids):

@@ -112,9 +112,15 @@ def load_volume(datasets: Sequence[Dataset]) -> Volume:
         z_spacing = 1.0
     row_spacing, col_spacing = _pixel_spacing(datasets[0])
     direction = (
-        row_dir[0], col_dir[0], normal[0],
-        row_dir[1], col_dir[1], normal[1],
-        row_dir[2], col_dir[2], normal[2],
+        row_dir[0],
+        col_dir[0],
+        normal[0],
+        row_dir[1],
+        col_dir[1],
+        normal[1],
+        row_dir[2],
+        col_dir[2],
+        normal[2],
     )
     origin = slices[0][4]
     return Volume(
