@@ -17,6 +17,7 @@ from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
+    UID,
     CTImageStorage,
     DigitalXRayImageStorageForPresentation,
     ExplicitVRLittleEndian,
@@ -42,9 +43,9 @@ class StudyInfo:
     frame_of_reference_uid: str = field(default_factory=generate_uid)
 
 
-def _base_dataset(sop_class_uid: str, info: StudyInfo, modality: str) -> Dataset:
+def _base_dataset(sop_class_uid: UID, info: StudyInfo, modality: str) -> Dataset:
     ds = Dataset()
-    sop_instance_uid = str(generate_uid())
+    sop_instance_uid = generate_uid()
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class_uid
     meta.MediaStorageSOPInstanceUID = sop_instance_uid
