@@ -1,0 +1,150 @@
+"""When is a series (and its study) complete, and what runs then: completion signals → routing → jobs."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dicomnode.config import Settings
+from dicomnode.db import repository as repo
+from dicomnode.db.engine import Database
+from dicomnode.db.models import Instance, JobKind, JobState, Series, Study
+from dicomnode.plugins.api import Pipeline, Trigger
+from dicomnode.routing.facts import SeriesFacts
+from dicomnode.routing.router import decide
+from dicomnode.routing.rules import Rule
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RULES = (Rule(name="all-pipelines", pipelines=["*"]),)
+
+
+def effective_rules(settings: Settings) -> list[Rule]:
+    """The configured rules, or one rule that offers every series to every enabled pipeline."""
+    return list(settings.rules) if settings.rules else list(DEFAULT_RULES)
+
+
+def series_facts(series: Series) -> SeriesFacts:
+    facts = SeriesFacts.from_dict(series.facts)
+    return dataclasses.replace(facts, instance_count=series.instance_count)
+
+
+def _forward(session: Session, settings: Settings, series: Series, version: int, targets: Sequence[str]) -> None:
+    instances = session.scalars(select(Instance).where(Instance.series_id == series.id)).all()
+    for target in dict.fromkeys(targets):
+        dest = settings.destination(target)
+        job = repo.enqueue_job(
+            session,
+            kind=JobKind.FORWARD,
+            pipeline=dest.name,
+            pipeline_version="",
+            dedup_key=f"forward:{dest.name}:{series.series_instance_uid}:v{version}",
+            study_id=series.study_id,
+            series_id=series.id,
+            series_version=version,
+            rule="forward",
+            max_attempts=settings.dispatch.max_attempts,
+            state=JobState.DELIVERING,
+        )
+        if job is None:
+            continue
+        sent = repo.delivered_elsewhere(session, dest.name, [i.sop_instance_uid for i in instances])
+        items = [(i.sop_instance_uid, i.path) for i in instances if i.sop_instance_uid not in sent]
+        count = repo.add_deliveries(session, job, dest.name, items)
+        repo.add_event(session, job, "forward_queued", f"{count} instances to {dest.name}")
+
+
+def _enqueue_pipelines(
+    session: Session,
+    settings: Settings,
+    pipelines: Mapping[str, Pipeline],
+    names: Sequence[str],
+    *,
+    key: str,
+    study_id: int,
+    series_id: int | None,
+    version: int,
+) -> None:
+    for name in names:
+        pipeline = pipelines[name]
+        job = repo.enqueue_job(
+            session,
+            kind=JobKind.PIPELINE,
+            pipeline=name,
+            pipeline_version=pipeline.version,
+            dedup_key=f"{name}:{key}:v{version}",
+            study_id=study_id,
+            series_id=series_id,
+            series_version=version,
+            rule="route",
+            max_attempts=settings.worker.max_attempts,
+        )
+        if job is not None:
+            log.info("job_enqueued job=%d pipeline=%s key=%s version=%d", job.id, name, key, version)
+
+
+def route_series(
+    session: Session, settings: Settings, pipelines: Mapping[str, Pipeline], done: repo.Completed
+) -> None:
+    """Create the jobs a completed series calls for, then the study-level ones if the study is complete."""
+    series = session.get(Series, done.series_id)
+    if series is None:
+        return
+    rules = effective_rules(settings)
+    facts = series_facts(series)
+    decision = decide(facts, rules, pipelines, level="series")
+    forward = list(decision.forward_to) + [d.name for d in settings.destinations if d.forward]
+    _forward(session, settings, series, done.version, forward)
+    series_pipelines = [n for n in decision.pipelines if pipelines[n].selector.trigger is Trigger.SERIES]
+    _enqueue_pipelines(
+        session,
+        settings,
+        pipelines,
+        series_pipelines,
+        key=f"series:{series.series_instance_uid}",
+        study_id=series.study_id,
+        series_id=series.id,
+        version=done.version,
+    )
+    if repo.study_is_complete(session, series.study_id):
+        _route_study(session, settings, pipelines, series.study_id)
+
+
+def _route_study(session: Session, settings: Settings, pipelines: Mapping[str, Pipeline], study_id: int) -> None:
+    study = session.get(Study, study_id)
+    if study is None:
+        return
+    all_series = session.scalars(select(Series).where(Series.study_id == study_id)).all()
+    version = sum(s.version for s in all_series)
+    names: list[str] = []
+    for series in all_series:
+        decision = decide(series_facts(series), effective_rules(settings), pipelines, level="study")
+        names += [n for n in decision.pipelines if pipelines[n].selector.trigger is Trigger.STUDY]
+    _enqueue_pipelines(
+        session,
+        settings,
+        pipelines,
+        list(dict.fromkeys(names)),
+        key=f"study:{study.study_instance_uid}",
+        study_id=study_id,
+        series_id=None,
+        version=version,
+    )
+
+
+def assemble_once(db: Database, settings: Settings, pipelines: Mapping[str, Pipeline]) -> list[repo.Completed]:
+    """One pass: declare due series complete and enqueue what they call for, in one transaction."""
+    with db.session() as session:
+        completed = repo.complete_due_series(
+            session,
+            quiet_seconds=settings.completion.series_quiet_seconds,
+            association_end=settings.completion.association_end,
+            association_grace_seconds=settings.completion.association_end_grace_seconds,
+        )
+        for done in completed:
+            route_series(session, settings, pipelines, done)
+    return completed

@@ -1,0 +1,249 @@
+"""The `dicomnode` command: serve, worker, run, pipelines, route explain, jobs, train, import."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dicomnode import __version__
+from dicomnode.config import Settings, load_settings, parse_address
+from dicomnode.errors import DicomNodeError
+from dicomnode.log import configure_logging
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="TOML configuration file (see conf/dicomnode.toml)")
+    parser.add_argument("--data-dir", type=Path, help="data directory (store, database, outputs)")
+    parser.add_argument("--database-url", help="sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def _add_serve_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, help="DICOM port to listen on (default 11112)")
+    parser.add_argument("--ae-title", help="our AE title (default DICOMNODE)")
+    parser.add_argument(
+        "--forward", action="append", default=[], metavar="AET@HOST:PORT",
+        help="forward every received instance unchanged to this AE (repeatable)",
+    )
+    parser.add_argument(
+        "--destination", action="append", default=[], metavar="AET@HOST:PORT",
+        help="send results (SR, SEG, summary) to this AE (repeatable)",
+    )
+    parser.add_argument("--series-quiet-seconds", type=float, help="a series is complete after this quiet period")
+    parser.add_argument("--workers", type=int, help="worker processes (default 1)")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    node: dict[str, Any] = {}
+    for flag, key in (("data_dir", "data_dir"), ("port", "port"), ("ae_title", "ae_title"), ("log_level", "log_level")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            node[key] = str(value) if isinstance(value, Path) else value
+    if node:
+        overrides["node"] = node
+    if getattr(args, "database_url", None):
+        overrides["database"] = {"url": args.database_url}
+    if getattr(args, "series_quiet_seconds", None) is not None:
+        overrides["completion"] = {"series_quiet_seconds": args.series_quiet_seconds}
+    if getattr(args, "workers", None) is not None:
+        overrides["worker"] = {"processes": args.workers}
+    destinations = [parse_address(a, results=True).model_dump() for a in getattr(args, "destination", [])]
+    destinations += [
+        parse_address(a, results=False, forward=True).model_dump() for a in getattr(args, "forward", [])
+    ]
+    if destinations:
+        overrides["destinations"] = destinations
+    settings_json = getattr(args, "settings_json", None)
+    if settings_json:
+        return Settings.model_validate(json.loads(Path(settings_json).read_text(encoding="utf-8")))
+    return load_settings(getattr(args, "config", None), overrides)
+
+
+# ------------------------------------------------------------------------------------------- commands
+def cmd_serve(args: argparse.Namespace) -> int:
+    from dicomnode.node import Node
+
+    settings = settings_from_args(args)
+    configure_logging(settings.node.log_level)
+    Node(settings).serve_forever()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from dicomnode.node import run_worker
+
+    settings = settings_from_args(args)
+    configure_logging(settings.node.log_level)
+    run_worker(settings)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from dicomnode.runner.standalone import run_standalone
+
+    settings = settings_from_args(args)
+    configure_logging(settings.node.log_level if args.log_level else "WARNING")
+    params = dict(_key_values(args.param))
+    document = run_standalone(settings, args.pipeline, args.input_dir, args.prior, args.output, params)
+    print(f"{document['pipeline']['name']} {document['pipeline']['version']} ({document['produced_by']} path)")
+    for item in document["files"]:
+        print(f"  {item['kind']:<8} {item['path']}")
+    print(f"  result   {args.output / 'result.json'}")
+    return 0
+
+
+def cmd_pipelines(args: argparse.Namespace) -> int:
+    from dicomnode.node import build_registry
+
+    settings = settings_from_args(args)
+    configure_logging("ERROR")
+    registry = build_registry(settings)
+    if not registry.entries:
+        print("no pipelines installed")
+    for name, entry in sorted(registry.entries.items()):
+        status = "available" if entry.available else "unavailable"
+        if not entry.enabled:
+            status = "disabled"
+        print(f"{name:<22} {entry.version:<10} {status:<12} {entry.reason}")
+    return 0
+
+
+def cmd_route_explain(args: argparse.Namespace) -> int:
+    from dicomnode.assembly import effective_rules
+    from dicomnode.node import build_registry
+    from dicomnode.routing.explain import explain_folder
+
+    settings = settings_from_args(args)
+    configure_logging("ERROR")
+    print(explain_folder(args.folder, effective_rules(settings), build_registry(settings).active()))
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from dicomnode.jobs_cli import jobs_command
+
+    settings = settings_from_args(args)
+    configure_logging("ERROR")
+    return jobs_command(settings, args.action, args.job_id, state=args.state, limit=args.limit)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from dicomnode.node import build_registry
+    from dicomnode.plugins.api import TrainablePipeline
+
+    settings = settings_from_args(args)
+    configure_logging(settings.node.log_level)
+    pipeline = build_registry(settings).get(args.pipeline)
+    if not isinstance(pipeline, TrainablePipeline):
+        raise DicomNodeError(f"pipeline {args.pipeline!r} has no learned part to train")
+    weights = pipeline.train(args.data, args.output, dict(_key_values(args.option)))
+    from dicomnode.plugins.weights import sha256_of
+
+    print(f"weights: {weights}\nsha256:  {sha256_of(weights)}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from dicomnode.importing import wrap_image_as_secondary_capture
+
+    args.output.mkdir(parents=True, exist_ok=True)
+    for path in args.images:
+        ds = wrap_image_as_secondary_capture(path, body_part=args.body_part)
+        target = args.output / f"{path.stem}.dcm"
+        ds.save_as(target, enforce_file_format=True)
+        print(target)
+    return 0
+
+
+def _key_values(items: Sequence[str]) -> list[tuple[str, Any]]:
+    pairs = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise DicomNodeError(f"{item!r}: expected KEY=VALUE")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        pairs.append((key, value))
+    return pairs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dicomnode", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"dicomnode {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the whole node (SCP, router, workers, dispatcher)")
+    _add_config_options(p)
+    _add_serve_options(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("worker", help="run a worker process (claims jobs from the shared database)")
+    _add_config_options(p)
+    p.add_argument("--settings-json", type=Path, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("run", help="run one pipeline on a folder of DICOM files, without server or database")
+    _add_config_options(p)
+    p.add_argument("pipeline")
+    p.add_argument("input_dir", type=Path)
+    p.add_argument("--prior", type=Path, action="append", default=[], help="folder of a prior study (repeatable)")
+    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="pipeline parameter")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("pipelines", help="list installed pipelines, their versions and availability")
+    _add_config_options(p)
+    p.set_defaults(func=cmd_pipelines)
+
+    p = sub.add_parser("route", help="routing tools")
+    route_sub = p.add_subparsers(dest="route_command", required=True)
+    q = route_sub.add_parser("explain", help="show which rules and pipelines match each series of a folder")
+    _add_config_options(q)
+    q.add_argument("folder", type=Path)
+    q.set_defaults(func=cmd_route_explain)
+
+    p = sub.add_parser("jobs", help="list, show and retry jobs")
+    _add_config_options(p)
+    p.add_argument("action", choices=["list", "show", "retry"], nargs="?", default="list")
+    p.add_argument("job_id", type=int, nargs="?")
+    p.add_argument("--state", help="only jobs in this state (list)")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_jobs)
+
+    p = sub.add_parser("train", help="train a pipeline's learned part")
+    _add_config_options(p)
+    p.add_argument("pipeline")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("import", help="wrap PNG/JPEG images as DICOM Secondary Capture")
+    p.add_argument("images", type=Path, nargs="+")
+    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--body-part", default="HAND")
+    p.set_defaults(func=cmd_import)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except DicomNodeError as exc:
+        print(f"dicomnode: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,379 @@
+"""Database operations of every stage: record received instances, declare series complete, enqueue, claim and
+finish jobs, record outputs and deliveries. Functions take a Session inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from dicomnode.db.models import (
+    Association,
+    CompletionReason,
+    Delivery,
+    DeliveryState,
+    DestinationState,
+    Instance,
+    Job,
+    JobEvent,
+    JobKind,
+    JobState,
+    Output,
+    Series,
+    SeriesCompletion,
+    SeriesState,
+    Study,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------- receiving
+@dataclass(frozen=True)
+class InstanceRecord:
+    """What the SCP knows about a stored instance (no pixel data)."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    series_instance_uid: str
+    study_instance_uid: str
+    transfer_syntax_uid: str
+    path: str
+    size: int
+    calling_ae: str
+    called_ae: str
+    association_id: str
+    patient_id: str
+    study_date: str
+    study_description: str
+    accession_number: str
+    modality: str
+    series_description: str
+    body_part: str | None
+    facts: dict[str, Any]
+
+
+def _get_or_create_study(session: Session, rec: InstanceRecord) -> Study:
+    study = session.scalar(select(Study).where(Study.study_instance_uid == rec.study_instance_uid))
+    if study is None:
+        study = Study(
+            study_instance_uid=rec.study_instance_uid,
+            patient_id=rec.patient_id[:64],
+            study_date=rec.study_date[:8],
+            study_description=rec.study_description[:256],
+            accession_number=rec.accession_number[:64],
+        )
+        try:
+            with session.begin_nested():
+                session.add(study)
+        except IntegrityError:  # another association created it first
+            study = session.scalars(select(Study).where(Study.study_instance_uid == rec.study_instance_uid)).one()
+    return study
+
+
+def _get_or_create_series(session: Session, rec: InstanceRecord, study: Study) -> Series:
+    series = session.scalar(select(Series).where(Series.series_instance_uid == rec.series_instance_uid))
+    if series is None:
+        series = Series(
+            series_instance_uid=rec.series_instance_uid,
+            study_id=study.id,
+            modality=rec.modality[:16],
+            body_part=rec.body_part,
+            series_description=rec.series_description[:256],
+            calling_ae=rec.calling_ae,
+            called_ae=rec.called_ae,
+            facts=rec.facts,
+        )
+        try:
+            with session.begin_nested():
+                session.add(series)
+        except IntegrityError:
+            series = session.scalars(select(Series).where(Series.series_instance_uid == rec.series_instance_uid)).one()
+    return series
+
+
+def record_instance(session: Session, rec: InstanceRecord) -> tuple[Instance, bool]:
+    """Record a stored instance; returns (row, is_new). A series that was complete is re-opened."""
+    now = utcnow()
+    study = _get_or_create_study(session, rec)
+    series = _get_or_create_series(session, rec, study)
+    instance = session.scalar(select(Instance).where(Instance.sop_instance_uid == rec.sop_instance_uid))
+    is_new = instance is None
+    if instance is None:
+        instance = Instance(
+            sop_instance_uid=rec.sop_instance_uid,
+            sop_class_uid=rec.sop_class_uid,
+            series_id=series.id,
+            transfer_syntax_uid=rec.transfer_syntax_uid,
+            path=rec.path,
+            size=rec.size,
+            calling_ae=rec.calling_ae,
+            association_id=rec.association_id,
+        )
+        session.add(instance)
+        series.instance_count = series.instance_count + 1
+    else:
+        instance.received_count += 1
+        instance.path, instance.size, instance.received_at = rec.path, rec.size, now
+        instance.transfer_syntax_uid = rec.transfer_syntax_uid
+    if series.state is SeriesState.COMPLETE and is_new:
+        # Late arrivals re-open the series: it completes again, as a new version with new results.
+        series.state = SeriesState.RECEIVING
+        log.info("series_reopened series=%s version=%d", series.series_instance_uid, series.version)
+    series.last_received_at = now
+    series.last_association_id = rec.association_id
+    session.flush()
+    return instance, is_new
+
+
+def association_started(session: Session, association_id: str, calling_ae: str, called_ae: str) -> None:
+    session.merge(Association(id=association_id, calling_ae=calling_ae, called_ae=called_ae, started_at=utcnow()))
+
+
+def association_ended(session: Session, association_id: str) -> None:
+    session.execute(update(Association).where(Association.id == association_id).values(ended_at=utcnow()))
+
+
+# ------------------------------------------------------------------------------------------- completion
+@dataclass(frozen=True)
+class Completed:
+    series_id: int
+    study_id: int
+    version: int
+    reason: CompletionReason
+
+
+def complete_due_series(
+    session: Session,
+    *,
+    quiet_seconds: float,
+    association_end: bool,
+    association_grace_seconds: float,
+    now: dt.datetime | None = None,
+) -> list[Completed]:
+    """Declare complete every receiving series that has been quiet long enough, or whose sending association
+    ended (after a short grace period, for modalities that open one association per image)."""
+    now = now or utcnow()
+    done: list[Completed] = []
+    receiving = session.scalars(select(Series).where(Series.state == SeriesState.RECEIVING).with_for_update()).all()
+    for series in receiving:
+        reason: CompletionReason | None = None
+        if series.last_received_at <= now - dt.timedelta(seconds=quiet_seconds):
+            reason = CompletionReason.QUIET_PERIOD
+        elif association_end and series.last_received_at <= now - dt.timedelta(seconds=association_grace_seconds):
+            ended = session.scalar(
+                select(Association.ended_at).where(Association.id == series.last_association_id)
+            )
+            if ended is not None and ended <= now - dt.timedelta(seconds=association_grace_seconds):
+                reason = CompletionReason.ASSOCIATION_END
+        if reason is None:
+            continue
+        done.append(mark_complete(session, series, reason, now))
+    return done
+
+
+def mark_complete(session: Session, series: Series, reason: CompletionReason, now: dt.datetime) -> Completed:
+    series.state = SeriesState.COMPLETE
+    series.version += 1
+    series.completed_at = now
+    series.complete_reason = reason
+    session.add(
+        SeriesCompletion(
+            series_id=series.id, version=series.version, reason=reason, instance_count=series.instance_count, at=now
+        )
+    )
+    log.info(
+        "series_complete series=%s version=%d reason=%s instances=%d",
+        series.series_instance_uid,
+        series.version,
+        reason.value,
+        series.instance_count,
+    )
+    return Completed(series.id, series.study_id, series.version, reason)
+
+
+def study_is_complete(session: Session, study_id: int) -> bool:
+    states = session.scalars(select(Series.state).where(Series.study_id == study_id)).all()
+    return bool(states) and all(s is SeriesState.COMPLETE for s in states)
+
+
+# ------------------------------------------------------------------------------------------- jobs
+def add_event(session: Session, job: Job, action: str, detail: str = "") -> None:
+    session.add(JobEvent(job_id=job.id, action=action, detail=detail[:4000], at=utcnow()))
+
+
+def enqueue_job(
+    session: Session,
+    *,
+    kind: JobKind,
+    pipeline: str,
+    pipeline_version: str,
+    dedup_key: str,
+    study_id: int,
+    series_id: int | None,
+    series_version: int,
+    rule: str,
+    max_attempts: int,
+    state: JobState = JobState.PENDING,
+) -> Job | None:
+    """Create a job unless one with the same dedup key exists (then None)."""
+    if session.scalar(select(Job.id).where(Job.dedup_key == dedup_key)) is not None:
+        return None
+    job = Job(
+        kind=kind,
+        pipeline=pipeline,
+        pipeline_version=pipeline_version,
+        dedup_key=dedup_key,
+        study_id=study_id,
+        series_id=series_id,
+        series_version=series_version,
+        rule=rule,
+        max_attempts=max_attempts,
+        state=state,
+    )
+    try:
+        with session.begin_nested():
+            session.add(job)
+    except IntegrityError:
+        return None
+    add_event(session, job, "enqueued", f"rule={rule}")
+    return job
+
+
+def claim_job(
+    session: Session, *, owner: str, lease_seconds: float, is_postgres: bool, now: dt.datetime | None = None
+) -> Job | None:
+    """Atomically claim the oldest runnable pipeline job: PENDING and due, or RUNNING with an expired lease
+    (its worker died). On Postgres, FOR UPDATE SKIP LOCKED lets workers on many hosts share the queue;
+    SQLite serialises writers (BEGIN IMMEDIATE), which gives the same guarantee on one host."""
+    now = now or utcnow()
+    runnable = or_(
+        and_(Job.state == JobState.PENDING, Job.run_after <= now),
+        and_(Job.state == JobState.RUNNING, Job.lease_expires_at < now),
+    )
+    query = select(Job).where(Job.kind == JobKind.PIPELINE, runnable).order_by(Job.run_after, Job.id).limit(1)
+    if is_postgres:
+        query = query.with_for_update(skip_locked=True)
+    job = session.scalars(query).first()
+    if job is None:
+        return None
+    reclaimed = job.state is JobState.RUNNING
+    job.state = JobState.RUNNING
+    job.attempts += 1
+    job.lease_owner = owner
+    job.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
+    job.started_at = now
+    add_event(session, job, "reclaimed" if reclaimed else "claimed", f"owner={owner} attempt={job.attempts}")
+    session.flush()
+    return job
+
+
+def renew_lease(session: Session, job_id: int, owner: str, lease_seconds: float) -> bool:
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.lease_owner == owner, Job.state == JobState.RUNNING)
+        .values(lease_expires_at=utcnow() + dt.timedelta(seconds=lease_seconds))
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def fail_attempt(session: Session, job: Job, error: str, *, retry_base_seconds: float, retryable: bool) -> None:
+    """Record a failed attempt: retry later (exponential) while attempts remain, else FAILED."""
+    now = utcnow()
+    job.error = error[:4000]
+    job.lease_owner = None
+    job.lease_expires_at = None
+    if retryable and job.attempts < job.max_attempts:
+        job.state = JobState.PENDING
+        job.run_after = now + dt.timedelta(seconds=retry_base_seconds * 2 ** (job.attempts - 1))
+        add_event(session, job, "retry_scheduled", error)
+    else:
+        job.state = JobState.FAILED
+        job.finished_at = now
+        add_event(session, job, "failed", error)
+
+
+def add_output(session: Session, job: Job, *, kind: str, sop_instance_uid: str, sop_class_uid: str,
+               series_instance_uid: str, path: str) -> Output:
+    output = Output(
+        job_id=job.id,
+        kind=kind,
+        sop_instance_uid=sop_instance_uid,
+        sop_class_uid=sop_class_uid,
+        series_instance_uid=series_instance_uid,
+        path=path,
+    )
+    session.add(output)
+    return output
+
+
+def add_deliveries(session: Session, job: Job, destination: str, items: Sequence[tuple[str, str]]) -> int:
+    """Queue (sop_instance_uid, path) items for ``destination``; returns how many were new."""
+    existing = set(
+        session.scalars(
+            select(Delivery.sop_instance_uid).where(Delivery.job_id == job.id, Delivery.destination == destination)
+        )
+    )
+    count = 0
+    for sop_uid, path in items:
+        if sop_uid in existing:
+            continue
+        session.add(Delivery(job_id=job.id, destination=destination, sop_instance_uid=sop_uid, path=path))
+        count += 1
+    return count
+
+
+def delivered_elsewhere(session: Session, destination: str, sop_uids: Sequence[str]) -> set[str]:
+    """SOP instances already accepted by ``destination`` (so a re-opened series forwards only new ones)."""
+    if not sop_uids:
+        return set()
+    rows = session.scalars(
+        select(Delivery.sop_instance_uid).where(
+            Delivery.destination == destination,
+            Delivery.state == DeliveryState.DONE,
+            Delivery.sop_instance_uid.in_(list(sop_uids)),
+        )
+    )
+    return set(rows)
+
+
+def settle_delivering_jobs(session: Session) -> list[Job]:
+    """Finish DELIVERING jobs whose deliveries are all settled: DONE when all accepted, else FAILED."""
+    finished: list[Job] = []
+    jobs = session.scalars(select(Job).where(Job.state == JobState.DELIVERING)).all()
+    for job in jobs:
+        counts = dict(
+            session.execute(
+                select(Delivery.state, func.count()).where(Delivery.job_id == job.id).group_by(Delivery.state)
+            ).all()
+        )
+        if counts.get(DeliveryState.PENDING, 0):
+            continue
+        failed = counts.get(DeliveryState.FAILED, 0)
+        job.finished_at = utcnow()
+        if failed:
+            job.state = JobState.FAILED
+            job.error = f"{failed} deliveries failed permanently"
+            add_event(session, job, "failed", job.error)
+        else:
+            job.state = JobState.DONE
+            add_event(session, job, "done", f"{counts.get(DeliveryState.DONE, 0)} deliveries accepted")
+        finished.append(job)
+    return finished
+
+
+def destination_state(session: Session, name: str) -> DestinationState:
+    state = session.get(DestinationState, name)
+    if state is None:
+        state = DestinationState(name=name, consecutive_failures=0)
+        session.add(state)
+        session.flush()
+    return state

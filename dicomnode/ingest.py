@@ -1,0 +1,63 @@
+"""The SCP's sink: records each stored instance (and its series and study) in the database."""
+
+from __future__ import annotations
+
+import logging
+
+from dicomnode.db import repository as repo
+from dicomnode.db.engine import Database
+from dicomnode.routing.facts import SeriesFacts
+from dicomnode.scp import ReceivedInstance
+
+log = logging.getLogger(__name__)
+
+
+def instance_record(instance: ReceivedInstance) -> repo.InstanceRecord:
+    """The DB record of a received instance; routing facts come from its header."""
+    header = instance.header
+    facts = SeriesFacts.from_dataset(
+        header, instance_count=1, calling_ae=instance.calling_ae, called_ae=instance.called_ae
+    )
+    return repo.InstanceRecord(
+        sop_instance_uid=instance.sop_instance_uid,
+        sop_class_uid=instance.sop_class_uid,
+        series_instance_uid=instance.series_instance_uid,
+        study_instance_uid=instance.study_instance_uid,
+        transfer_syntax_uid=instance.transfer_syntax_uid,
+        path=str(instance.path),
+        size=instance.size,
+        calling_ae=instance.calling_ae,
+        called_ae=instance.called_ae,
+        association_id=instance.association_id,
+        patient_id=str(header.get("PatientID", "") or ""),
+        study_date=str(header.get("StudyDate", "") or ""),
+        study_description=str(header.get("StudyDescription", "") or ""),
+        accession_number=str(header.get("AccessionNumber", "") or ""),
+        modality=str(header.get("Modality", "") or ""),
+        series_description=str(header.get("SeriesDescription", "") or ""),
+        body_part=facts.body_part,
+        facts=facts.to_dict(),
+    )
+
+
+class DatabaseSink:
+    """Implements dicomnode.scp.InstanceSink on top of the database. Errors propagate to the SCP handler,
+    which answers Out of Resources (the bytes are already safely on disk)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def association_started(self, association_id: str, calling_ae: str, called_ae: str) -> None:
+        with self.db.session() as session:
+            repo.association_started(session, association_id, calling_ae, called_ae)
+
+    def instance_received(self, instance: ReceivedInstance) -> None:
+        record = instance_record(instance)
+        with self.db.session() as session:
+            _, is_new = repo.record_instance(session, record)
+        if not is_new:
+            log.info("instance_duplicate sop=%s", instance.sop_instance_uid)
+
+    def association_ended(self, association_id: str) -> None:
+        with self.db.session() as session:
+            repo.association_ended(session, association_id)

@@ -1,0 +1,74 @@
+"""`dicomnode run`: one pipeline on a folder of files, with no server and no database."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from dicomnode.config import Settings
+from dicomnode.encode import encode_result
+from dicomnode.errors import PipelineInputError
+from dicomnode.importing import load_input_folder
+from dicomnode.node import build_registry
+from dicomnode.plugins.api import ImageSeries, PipelineInputs, PriorStudy, RunContext
+from dicomnode.routing.facts import SeriesFacts
+from dicomnode.routing.selectors import match_selector
+from dicomnode.runner.execute import group_series, result_document, run_chain, write_result_json
+
+log = logging.getLogger(__name__)
+
+
+def _series_of(folder: Path) -> list[ImageSeries]:
+    if not folder.is_dir():
+        raise PipelineInputError(f"{folder} is not a folder")
+    datasets = load_input_folder(folder)
+    paths = [Path(str(ds.filename)) if getattr(ds, "filename", None) else folder for ds in datasets]
+    return group_series(list(zip(paths, datasets)))
+
+
+def run_standalone(
+    settings: Settings,
+    pipeline_name: str,
+    input_dir: Path,
+    prior_dirs: Sequence[Path],
+    output_dir: Path,
+    params: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Run ``pipeline_name`` on ``input_dir``; write its DICOM outputs and result.json into ``output_dir``."""
+    registry = build_registry(settings)
+    pipeline = registry.get(pipeline_name)
+    candidates = _series_of(input_dir)
+    accepted = [
+        s for s in candidates
+        if match_selector(pipeline.selector, SeriesFacts.from_dataset(s.first, instance_count=len(s.datasets))).matched
+    ]
+    if not accepted:
+        raise PipelineInputError(f"{input_dir}: no series that {pipeline_name} accepts (try `dicomnode route explain`)")
+    priors = []
+    for folder in prior_dirs:
+        series = _series_of(folder)
+        if series:
+            first = series[0].first
+            priors.append(PriorStudy(str(first.StudyInstanceUID), str(first.get("StudyDate", "")), series))
+    priors.sort(key=lambda p: p.study_date, reverse=True)
+
+    def context_for(p: Any) -> RunContext:
+        merged = {**settings.pipelines.params.get(p.name, {}), **(params if p is pipeline else {})}
+        return RunContext(params=merged, weights_dir=settings.pipelines.weights_dir, device=settings.worker.device,
+                          work_dir=output_dir)
+
+    result = run_chain(pipeline, PipelineInputs(series=accepted, priors=priors), registry.get, context_for)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    objects = encode_result(
+        result,
+        accepted[0].datasets,
+        pipeline_name=pipeline.name,
+        pipeline_version=pipeline.version,
+        out_dir=output_dir,
+        prior_datasets=[s.first for p in priors for s in p.series],
+    )
+    document = result_document(result, pipeline, accepted, objects, relative_to=output_dir)
+    write_result_json(document, output_dir / "result.json")
+    return document

@@ -1,0 +1,236 @@
+"""The worker: claims a pipeline job, loads its series (and priors), runs the pipeline chain, encodes the result,
+records outputs and queues their deliveries. A killed worker's job is claimed again when its lease runs out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pydicom
+from sqlalchemy import select
+
+from dicomnode.config import Settings
+from dicomnode.db import repository as repo
+from dicomnode.db.engine import Database
+from dicomnode.db.models import Instance, Job, JobState, Output, Series, Study, utcnow
+from dicomnode.encode import EncodedObject, encode_result
+from dicomnode.errors import DicomNodeError, PipelineInputError, PluginError
+from dicomnode.plugins.api import ImageSeries, Pipeline, PipelineInputs, RunContext
+from dicomnode.plugins.registry import Registry
+from dicomnode.runner.execute import group_series, read_datasets, result_document, run_chain, write_result_json
+from dicomnode.runner.priors import PriorFinder
+
+log = logging.getLogger(__name__)
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def context_for(settings: Settings, pipeline: Pipeline, job_id: int | None, work_dir: Path | None) -> RunContext:
+    return RunContext(
+        params=settings.pipelines.params.get(pipeline.name, {}),
+        weights_dir=settings.pipelines.weights_dir,
+        device=settings.worker.device,
+        work_dir=work_dir,
+        job_id=job_id,
+    )
+
+
+class _LeaseKeeper:
+    """Renews the job's lease while the pipeline runs, so a long run is not taken for a dead worker."""
+
+    def __init__(self, db: Database, job_id: int, owner: str, lease_seconds: float) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, args=(db, job_id, owner, lease_seconds), daemon=True, name=f"lease-{job_id}"
+        )
+
+    def _loop(self, db: Database, job_id: int, owner: str, lease_seconds: float) -> None:
+        while not self._stop.wait(lease_seconds / 3):
+            try:
+                with db.session() as session:
+                    repo.renew_lease(session, job_id, owner, lease_seconds)
+            except Exception as exc:  # a missed renewal only risks a re-claim; keep running
+                log.warning("lease_renew_failed job=%d error=%s", job_id, exc)
+
+    def __enter__(self) -> _LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class Worker:
+    def __init__(self, settings: Settings, db: Database, registry: Registry, owner: str | None = None) -> None:
+        self.settings = settings
+        self.db = db
+        self.registry = registry
+        self.owner = owner or worker_id()
+        self.priors = PriorFinder(settings, db)
+
+    # ---------------------------------------------------------------------------------- loop
+    def run_forever(self, stop: threading.Event) -> None:
+        log.info("worker_started owner=%s", self.owner)
+        while not stop.is_set():
+            try:
+                worked = self.run_once()
+            except Exception:  # the loop must survive database hiccups; the job is retried via its lease
+                log.exception("worker_loop_error owner=%s", self.owner)
+                worked = False
+            if not worked:
+                stop.wait(self.settings.worker.poll_seconds)
+
+    def run_once(self) -> bool:
+        with self.db.session() as session:
+            job = repo.claim_job(
+                session,
+                owner=self.owner,
+                lease_seconds=self.settings.worker.lease_seconds,
+                is_postgres=self.db.is_postgres,
+            )
+            if job is None:
+                return False
+            job_id = job.id
+        self.execute(job_id)
+        return True
+
+    # ---------------------------------------------------------------------------------- one job
+    def execute(self, job_id: int) -> None:
+        started = time.monotonic()
+        try:
+            with _LeaseKeeper(self.db, job_id, self.owner, self.settings.worker.lease_seconds):
+                self._execute(job_id)
+        except DicomNodeError as exc:
+            retryable = not isinstance(exc, PipelineInputError | PluginError)
+            self._fail(job_id, f"{type(exc).__name__}: {exc}", retryable=retryable)
+        except Exception as exc:  # anything else is a bug: record it on the job, keep the worker alive
+            log.exception("job_crashed job=%d", job_id)
+            self._fail(job_id, f"{type(exc).__name__}: {exc}", retryable=True)
+        log.info("job_processed job=%d seconds=%.2f", job_id, time.monotonic() - started)
+
+    def _fail(self, job_id: int, error: str, *, retryable: bool) -> None:
+        log.warning("job_attempt_failed job=%d error=%s", job_id, error)
+        with self.db.session() as session:
+            job = session.get(Job, job_id)
+            if job is not None and job.state is JobState.RUNNING:
+                repo.fail_attempt(
+                    session, job, error, retry_base_seconds=self.settings.worker.retry_base_seconds, retryable=retryable
+                )
+
+    def _load_inputs(self, job: Job, pipeline: Pipeline) -> tuple[list[ImageSeries], Study]:
+        with self.db.session() as session:
+            study = session.get(Study, job.study_id)
+            if study is None:
+                raise PipelineInputError(f"job {job.id}: study row {job.study_id} is missing")
+            series_ids = [job.series_id] if job.series_id is not None else list(
+                session.scalars(select(Series.id).where(Series.study_id == job.study_id))
+            )
+            paths = [
+                Path(p) for p in session.scalars(select(Instance.path).where(Instance.series_id.in_(series_ids)))
+            ]
+        series = group_series(read_datasets(paths))
+        if not series:
+            raise PipelineInputError(f"job {job.id}: no readable images with pixel data")
+        return series, study
+
+    def _execute(self, job_id: int) -> None:
+        with self.db.session() as session:
+            job = session.get(Job, job_id)
+            if job is None or job.state is not JobState.RUNNING or job.lease_owner != self.owner:
+                return
+            session.expunge(job)
+        pipeline = self.registry.get(job.pipeline)
+        series, study = self._load_inputs(job, pipeline)
+        priors = self.priors.find(pipeline, study) if pipeline.priors else []
+        work_dir = self.settings.outputs_dir / f"job-{job.id}"
+        t0 = time.monotonic()
+        result = run_chain(
+            pipeline,
+            PipelineInputs(series=series, priors=priors),
+            self.registry.get,
+            lambda p: context_for(self.settings, p, job.id, work_dir),
+        )
+        run_seconds = time.monotonic() - t0
+        objects = encode_result(
+            result,
+            series[0].datasets,
+            pipeline_name=pipeline.name,
+            pipeline_version=pipeline.version,
+            out_dir=work_dir,
+            series_number=9000 + 10 * (job.series_version - 1),
+            version=job.series_version,
+            predecessor_sr=self._predecessor_sr(job),
+            prior_datasets=[s.first for p in priors for s in p.series],
+        )
+        document = result_document(result, pipeline, series, objects, relative_to=work_dir)
+        write_result_json(document, work_dir / "result.json")
+        self._record(job, result.produced_by.value, objects, work_dir / "result.json", run_seconds)
+
+    def _predecessor_sr(self, job: Job) -> pydicom.Dataset | None:
+        """The SR of the previous version of the same pipeline on the same series (re-opened series)."""
+        if job.series_version <= 1:
+            return None
+        with self.db.session() as session:
+            path = session.scalar(
+                select(Output.path)
+                .join(Job, Job.id == Output.job_id)
+                .where(
+                    Job.pipeline == job.pipeline,
+                    Job.series_id == job.series_id,
+                    Job.study_id == job.study_id,
+                    Job.series_version < job.series_version,
+                    Output.kind == "SR",
+                )
+                .order_by(Job.series_version.desc())
+                .limit(1)
+            )
+        return pydicom.dcmread(path) if path and Path(path).is_file() else None
+
+    def _record(
+        self, job: Job, produced_by: str, objects: list[EncodedObject], result_path: Path, run_seconds: float
+    ) -> None:
+        destinations = [d for d in self.settings.destinations if d.results]
+        with self.db.session() as session:
+            row = session.get(Job, job.id)
+            if row is None or row.state is not JobState.RUNNING or row.lease_owner != self.owner:
+                log.warning("job_lost_lease job=%d: results kept on disk, not recorded", job.id)
+                return
+            for obj in objects:
+                repo.add_output(
+                    session,
+                    row,
+                    kind=obj.kind.value,
+                    sop_instance_uid=obj.sop_instance_uid,
+                    sop_class_uid=obj.sop_class_uid,
+                    series_instance_uid=obj.series_instance_uid,
+                    path=str(obj.path),
+                )
+            for dest in destinations:
+                repo.add_deliveries(session, row, dest.name, [(o.sop_instance_uid, str(o.path)) for o in objects])
+            row.produced_by = produced_by
+            row.result_path = str(result_path)
+            row.processed_at = utcnow()
+            row.lease_owner, row.lease_expires_at = None, None
+            kinds = ", ".join(o.kind.value for o in objects)
+            repo.add_event(session, row, "processed", f"path={produced_by} seconds={run_seconds:.2f} outputs={kinds}")
+            if destinations:
+                row.state = JobState.DELIVERING
+            else:
+                row.state, row.finished_at = JobState.DONE, utcnow()
+                repo.add_event(session, row, "done", "no result destinations configured")
+
+
+def load_previous_document(path: str | None) -> dict[str, object] | None:
+    if not path or not Path(path).is_file():
+        return None
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return data if isinstance(data, dict) else None
