@@ -4,6 +4,8 @@ deliver) is covered before the real pipelines exist."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from scipy import ndimage
 
@@ -43,6 +45,8 @@ class SpherePipeline:
         return True, "classical threshold, no weights needed"
 
     def run(self, inputs: PipelineInputs, ctx: RunContext) -> PipelineResult:
+        # A test hook: a slow pipeline lets the crash-recovery test kill the node while the job runs.
+        time.sleep(float(ctx.params.get("sleep_seconds", 0)))
         volume = inputs.primary.volume()
         threshold = float(ctx.params.get("threshold_hu", 200))
         labels, count = ndimage.label(volume.array > threshold)
