@@ -14,4 +14,6 @@ def configure_logging(level: str = "INFO") -> None:
         force=True,
     )
     # pynetdicom logs every PDU at INFO, patient-identifying elements included: keep it at WARNING.
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING if level.upper() != "DEBUG" else logging.DEBUG)
+    quiet = logging.WARNING if level.upper() != "DEBUG" else logging.DEBUG
+    logging.getLogger("pynetdicom").setLevel(quiet)
+    logging.getLogger("highdicom").setLevel(quiet)  # logs every copied module at INFO

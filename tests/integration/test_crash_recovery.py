@@ -141,4 +141,4 @@ def test_sigkill_mid_study_and_mid_job_loses_nothing(tmp_path: Path, orthanc) ->
     assert {pydicom.dcmread(f).SOPInstanceUID for f in stored_files} == sent
     modalities = sorted(item["MainDicomTags"].get("Modality", "") for item in orthanc.instances())
     assert "SR" in modalities and "SEG" in modalities
-    assert orthanc.study_instance_uids() == [info.study_instance_uid]
+    assert orthanc.study_instance_uids() == {info.study_instance_uid}
