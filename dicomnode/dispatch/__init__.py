@@ -1,0 +1,7 @@
+"""The sending side: C-STORE SCU with status classification and retry backoff."""
+
+from dicomnode.dispatch.destination import Destination
+from dicomnode.dispatch.policy import Outcome, backoff_delay, classify_status
+from dicomnode.dispatch.scu import SendOutcome, StoreSCU
+
+__all__ = ["Destination", "Outcome", "SendOutcome", "StoreSCU", "backoff_delay", "classify_status"]

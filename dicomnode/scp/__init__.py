@@ -1,0 +1,6 @@
+"""The receiving side: a Storage SCP that spools what it receives and records it through a sink."""
+
+from dicomnode.scp.handlers import InstanceSink, ReceivedInstance
+from dicomnode.scp.server import ScpSettings, StorageSCP
+
+__all__ = ["InstanceSink", "ReceivedInstance", "ScpSettings", "StorageSCP"]

@@ -1,0 +1,39 @@
+"""DIMSE status codes the node sends and classifies, with their DICOM names (PS3.4 Annex B, PS3.7 Annex C)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+SUCCESS: Final = 0x0000
+
+# Warnings (the object was stored)
+COERCION_OF_DATA_ELEMENTS: Final = 0xB000
+ELEMENTS_DISCARDED: Final = 0xB006
+DATA_SET_DOES_NOT_MATCH_SOP_CLASS_WARNING: Final = 0xB007
+ATTRIBUTE_LIST_ERROR: Final = 0x0107  # general warning, PS3.7 C.4.2
+ATTRIBUTE_VALUE_OUT_OF_RANGE: Final = 0x0116  # general warning, PS3.7 C.4.3
+
+# Storage-specific failures
+OUT_OF_RESOURCES: Final = 0xA700
+DATA_SET_DOES_NOT_MATCH_SOP_CLASS: Final = 0xA900
+CANNOT_UNDERSTAND: Final = 0xC000
+
+# General failures (PS3.7 Annex C)
+PROCESSING_FAILURE: Final = 0x0110
+DUPLICATE_SOP_INSTANCE: Final = 0x0111
+NO_SUCH_SOP_CLASS: Final = 0x0118
+INVALID_SOP_INSTANCE: Final = 0x0117
+SOP_CLASS_NOT_SUPPORTED: Final = 0x0122
+NOT_AUTHORIZED: Final = 0x0124
+DUPLICATE_INVOCATION: Final = 0x0210
+UNRECOGNIZED_OPERATION: Final = 0x0211
+MISTYPED_ARGUMENT: Final = 0x0212
+RESOURCE_LIMITATION: Final = 0x0213
+
+PENDING: Final = 0xFF00
+PENDING_WARNING: Final = 0xFF01
+CANCEL: Final = 0xFE00
+
+# Query/retrieve (PS3.4 C.4.2.1.4, C.4.3.1.4)
+SUBOPERATIONS_COMPLETE_WITH_FAILURES: Final = 0xB000
+MOVE_DESTINATION_UNKNOWN: Final = 0xA801
