@@ -22,8 +22,13 @@ def shared_data(*parts: str) -> Path:
     return path
 
 
+# dcmtk's tools by full path: pynetdicom installs Python apps with the same names (storescu, echoscu, ...).
+DCMTK = Path("/usr/bin")
+
+
 def require_tool(name: str) -> str:
-    path = shutil.which(name)
+    """The path of a system tool (dcmtk, dicom3tools, Orthanc); skip the test, saying why, when it is missing."""
+    path = shutil.which(name, path=f"{DCMTK}:/usr/sbin")
     if path is None:
         pytest.skip(f"{name} is not installed (apt-get install dcmtk dicom3tools orthanc)")
     return path

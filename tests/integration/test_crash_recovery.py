@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy import select
 
 from dicomnode.db.engine import Database
-from dicomnode.db.models import Instance, Job, JobKind, JobState
-from tests.conftest import require_tool
+from dicomnode.db.models import Instance, Job, JobKind, JobState, SeriesCompletion
+from tests.conftest import DCMTK, require_tool
 from tests.support.net import free_port, storescu, wait_for
 from tests.support.phantoms import write_sphere_study
 
@@ -64,7 +64,7 @@ def _start(config: Path, log: Path) -> subprocess.Popen[bytes]:
 
 
 def _listening(port: int) -> bool:
-    return subprocess.run(["echoscu", "-aec", "DICOMNODE", "127.0.0.1", str(port)], capture_output=True).returncode == 0
+    return subprocess.run([DCMTK / "echoscu", "-aec", "DICOMNODE", "127.0.0.1", str(port)], capture_output=True).returncode == 0
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:
@@ -90,7 +90,7 @@ def test_sigkill_mid_study_and_mid_job_loses_nothing(tmp_path: Path, orthanc) ->
         wait_for(lambda: _listening(port), 30, "the node to listen")
         # Kill the node while storescu is half way through the study.
         sender = subprocess.Popen(
-            ["storescu", "-aec", "DICOMNODE", "127.0.0.1", str(port), *map(str, files)],
+            [DCMTK / "storescu", "-aec", "DICOMNODE", "127.0.0.1", str(port), *map(str, files)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         wait_for(lambda: stored() >= 10, 60, "some images to be stored")
@@ -108,26 +108,33 @@ def test_sigkill_mid_study_and_mid_job_loses_nothing(tmp_path: Path, orthanc) ->
         storescu(files, port)
         assert stored() == len(files)
 
-        def running_job() -> Job | None:
+        def running_job() -> int | None:
             with db.session() as s:
-                return s.scalars(select(Job).where(Job.kind == JobKind.PIPELINE, Job.state == JobState.RUNNING)).first()
+                return s.scalar(select(Job.id).where(Job.kind == JobKind.PIPELINE, Job.state == JobState.RUNNING))
 
-        wait_for(running_job, 60, "the job to start")
+        killed_job = wait_for(running_job, 60, "a job to start")
         _kill(node)  # the pipeline sleeps 4 s: the worker dies with its job claimed
 
         node = _start(config, log)
 
-        def finished() -> Job | None:
+        def all_finished() -> list[Job] | None:
             with db.session() as s:
-                job = s.scalars(select(Job).where(Job.kind == JobKind.PIPELINE)).one()
-                return job if job.state in (JobState.DONE, JobState.FAILED) else None
+                jobs = s.scalars(select(Job).where(Job.kind == JobKind.PIPELINE).order_by(Job.id)).all()
+                settled = jobs and all(j.state in (JobState.DONE, JobState.FAILED) for j in jobs)
+                return list(jobs) if settled and jobs[-1].series_version == final_version(s) else None
 
-        job = wait_for(finished, 120, "the job to finish after restart")
-        assert job.state is JobState.DONE, job.error
-        assert job.attempts == 2
+        def final_version(s) -> int:
+            return max(s.scalars(select(SeriesCompletion.version)).all())
+
+        jobs = wait_for(all_finished, 120, "the jobs to finish after restart")
+        assert [j.state for j in jobs] == [JobState.DONE] * len(jobs), [j.error for j in jobs]
         with db.session() as s:
-            actions = [e.action for e in s.get(Job, job.id).events]  # type: ignore[union-attr]
-        assert "reclaimed" in actions
+            killed = s.get(Job, killed_job)
+            assert killed is not None and killed.state is JobState.DONE and killed.attempts == 2
+            assert "reclaimed" in [e.action for e in killed.events]
+            # The newest version of the results covers the whole study.
+            last = s.scalars(select(SeriesCompletion).order_by(SeriesCompletion.version.desc())).first()
+            assert last is not None and last.instance_count == len(files)
     finally:
         if node.poll() is None:
             node.terminate()
@@ -139,6 +146,6 @@ def test_sigkill_mid_study_and_mid_job_loses_nothing(tmp_path: Path, orthanc) ->
     assert len(stored_files) == len(files)
     sent = {pydicom.dcmread(f).SOPInstanceUID for f in files}
     assert {pydicom.dcmread(f).SOPInstanceUID for f in stored_files} == sent
-    modalities = sorted(item["MainDicomTags"].get("Modality", "") for item in orthanc.instances())
+    modalities = {orthanc.download(item["ID"]).Modality for item in orthanc.instances()}
     assert "SR" in modalities and "SEG" in modalities
     assert orthanc.study_instance_uids() == {info.study_instance_uid}

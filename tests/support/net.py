@@ -22,7 +22,7 @@ def storescu(
     files: Sequence[Path], port: int, *, called: str = "DICOMNODE", calling: str = "MODALITY", check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     """Send ``files`` in one association with dcmtk's storescu."""
-    cmd = ["storescu", "-aet", calling, "-aec", called, "127.0.0.1", str(port), *map(str, files)]
+    cmd = ["/usr/bin/storescu", "-aet", calling, "-aec", called, "127.0.0.1", str(port), *map(str, files)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=check)
 
 
