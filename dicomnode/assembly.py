@@ -87,9 +87,7 @@ def _enqueue_pipelines(
             log.info("job_enqueued job=%d pipeline=%s key=%s version=%d", job.id, name, key, version)
 
 
-def route_series(
-    session: Session, settings: Settings, pipelines: Mapping[str, Pipeline], done: repo.Completed
-) -> None:
+def route_series(session: Session, settings: Settings, pipelines: Mapping[str, Pipeline], done: repo.Completed) -> None:
     """Create the jobs a completed series calls for, then the study-level ones if the study is complete."""
     series = session.get(Series, done.series_id)
     if series is None:

@@ -26,11 +26,17 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="DICOM port to listen on (default 11112)")
     parser.add_argument("--ae-title", help="our AE title (default DICOMNODE)")
     parser.add_argument(
-        "--forward", action="append", default=[], metavar="AET@HOST:PORT",
+        "--forward",
+        action="append",
+        default=[],
+        metavar="AET@HOST:PORT",
         help="forward every received instance unchanged to this AE (repeatable)",
     )
     parser.add_argument(
-        "--destination", action="append", default=[], metavar="AET@HOST:PORT",
+        "--destination",
+        action="append",
+        default=[],
+        metavar="AET@HOST:PORT",
         help="send results (SR, SEG, summary) to this AE (repeatable)",
     )
     parser.add_argument("--series-quiet-seconds", type=float, help="a series is complete after this quiet period")
@@ -53,9 +59,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if getattr(args, "workers", None) is not None:
         overrides["worker"] = {"processes": args.workers}
     destinations = [parse_address(a, results=True).model_dump() for a in getattr(args, "destination", [])]
-    destinations += [
-        parse_address(a, results=False, forward=True).model_dump() for a in getattr(args, "forward", [])
-    ]
+    destinations += [parse_address(a, results=False, forward=True).model_dump() for a in getattr(args, "forward", [])]
     if destinations:
         overrides["destinations"] = destinations
     settings_json = getattr(args, "settings_json", None)

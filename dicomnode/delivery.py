@@ -61,7 +61,9 @@ class Dispatcher:
         attempted = 0
         for name, items in self._due().items():
             dest_settings = self.settings.destination(name)
-            destination = Destination(dest_settings.name, dest_settings.ae_title, dest_settings.host, dest_settings.port)
+            destination = Destination(
+                dest_settings.name, dest_settings.ae_title, dest_settings.host, dest_settings.port
+            )
             outcomes = self.scu.send(destination, [Path(path) for _, _, path in items])
             self._record(name, items, outcomes)
             attempted += len(items)

@@ -53,10 +53,17 @@ def _show(db: Database, job_id: int) -> int:
         series_uid = session.scalar(select(Series.series_instance_uid).where(Series.id == job.series_id))
         print(f"job {job.id}: {job.kind.value} {job.pipeline} {job.pipeline_version}".rstrip())
         for label, value in (
-            ("state", job.state.value), ("attempts", f"{job.attempts}/{job.max_attempts}"),
-            ("series", series_uid), ("series version", job.series_version), ("path", job.produced_by),
-            ("created", job.created_at), ("started", job.started_at), ("processed", job.processed_at),
-            ("finished", job.finished_at), ("result", job.result_path), ("error", job.error),
+            ("state", job.state.value),
+            ("attempts", f"{job.attempts}/{job.max_attempts}"),
+            ("series", series_uid),
+            ("series version", job.series_version),
+            ("path", job.produced_by),
+            ("created", job.created_at),
+            ("started", job.started_at),
+            ("processed", job.processed_at),
+            ("finished", job.finished_at),
+            ("result", job.result_path),
+            ("error", job.error),
         ):
             print(f"  {label:<15} {_fmt(value)}")
         print("  outputs:")

@@ -88,7 +88,7 @@ class _WorkerSupervisor:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "dicomnode", "worker", "--settings-json", str(self.settings_file)]
-        child = subprocess.Popen(cmd, preexec_fn=_die_with_parent)  # noqa: PLW1509 - prctl only, no locks
+        child = subprocess.Popen(cmd, preexec_fn=_die_with_parent)
         log.info("worker_spawned pid=%d", child.pid)
         return child
 
@@ -166,7 +166,10 @@ class Node:
             self.threads.append(thread)
         active = ", ".join(sorted(self.registry.active())) or "none"
         log.info(
-            "node_started ae=%s port=%d pid=%d pipelines=%s", self.settings.node.ae_title, self.scp.port, os.getpid(),
+            "node_started ae=%s port=%d pid=%d pipelines=%s",
+            self.settings.node.ae_title,
+            self.scp.port,
+            os.getpid(),
             active,
         )
 

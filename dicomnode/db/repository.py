@@ -169,9 +169,7 @@ def complete_due_series(
         if series.last_received_at <= now - dt.timedelta(seconds=quiet_seconds):
             reason = CompletionReason.QUIET_PERIOD
         elif association_end and series.last_received_at <= now - dt.timedelta(seconds=association_grace_seconds):
-            ended = session.scalar(
-                select(Association.ended_at).where(Association.id == series.last_association_id)
-            )
+            ended = session.scalar(select(Association.ended_at).where(Association.id == series.last_association_id))
             if ended is not None and ended <= now - dt.timedelta(seconds=association_grace_seconds):
                 reason = CompletionReason.ASSOCIATION_END
         if reason is None:
@@ -301,8 +299,16 @@ def fail_attempt(session: Session, job: Job, error: str, *, retry_base_seconds: 
         add_event(session, job, "failed", error)
 
 
-def add_output(session: Session, job: Job, *, kind: str, sop_instance_uid: str, sop_class_uid: str,
-               series_instance_uid: str, path: str) -> Output:
+def add_output(
+    session: Session,
+    job: Job,
+    *,
+    kind: str,
+    sop_instance_uid: str,
+    sop_class_uid: str,
+    series_instance_uid: str,
+    path: str,
+) -> Output:
     output = Output(
         job_id=job.id,
         kind=kind,

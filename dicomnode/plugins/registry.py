@@ -65,7 +65,7 @@ def validate_pipeline(obj: Any, origin: str) -> Pipeline:
             problems.append(f"{method}() is missing")
     if problems:
         raise PluginError(f"pipeline from {origin} is invalid: " + "; ".join(problems))
-    return obj  # type: ignore[no-any-return]
+    return obj
 
 
 def _instantiate(loaded: Any, origin: str) -> Pipeline:
@@ -138,9 +138,7 @@ class Registry:
 
     def active(self) -> dict[str, Pipeline]:
         """Pipelines that are loaded, enabled and available."""
-        return {
-            name: e.pipeline for name, e in self.entries.items() if e.pipeline and e.enabled and e.available
-        }
+        return {name: e.pipeline for name, e in self.entries.items() if e.pipeline and e.enabled and e.available}
 
     def get(self, name: str) -> Pipeline:
         entry = self.entries.get(name)

@@ -41,7 +41,7 @@ def group_series(items: Sequence[tuple[Path, Dataset]]) -> list[ImageSeries]:
     """Group datasets by SeriesInstanceUID (largest series first), with the normalised body part."""
     groups: dict[str, list[tuple[Path, Dataset]]] = {}
     for path, ds in items:
-        if "SeriesInstanceUID" not in ds or "PixelData" not in ds and "FloatPixelData" not in ds:
+        if "SeriesInstanceUID" not in ds or ("PixelData" not in ds and "FloatPixelData" not in ds):
             continue
         groups.setdefault(str(ds.SeriesInstanceUID), []).append((path, ds))
     series = []

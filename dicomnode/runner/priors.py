@@ -81,9 +81,7 @@ class PriorFinder:
                     break
                 paths = [
                     Path(p)
-                    for p in session.scalars(
-                        select(Instance.path).join(Series).where(Series.study_id == prior.id)
-                    )
+                    for p in session.scalars(select(Instance.path).join(Series).where(Series.study_id == prior.id))
                 ]
                 series = [s for s in group_series(read_datasets(paths)) if _accepts(spec, s)]
                 if not series:
@@ -103,9 +101,7 @@ class PriorFinder:
                 )
         return found
 
-    def _from_pacs(
-        self, spec: PriorSpec, study: Study, known: set[str], limit: int, max_age: int
-    ) -> list[PriorStudy]:
+    def _from_pacs(self, spec: PriorSpec, study: Study, known: set[str], limit: int, max_age: int) -> list[PriorStudy]:
         from dicomnode.dispatch import Destination
         from dicomnode.qr import find_studies, get_study
 
@@ -114,7 +110,11 @@ class PriorFinder:
         modality = spec.selector.modalities[0] if spec.selector.modalities else None
         try:
             candidates = find_studies(
-                pacs, calling, patient_id=study.patient_id, modality=modality, before_date=study.study_date,
+                pacs,
+                calling,
+                patient_id=study.patient_id,
+                modality=modality,
+                before_date=study.study_date,
                 limit=limit + len(known),
             )
         except DicomNodeError as exc:

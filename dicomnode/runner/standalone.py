@@ -41,7 +41,8 @@ def run_standalone(
     pipeline = registry.get(pipeline_name)
     candidates = _series_of(input_dir)
     accepted = [
-        s for s in candidates
+        s
+        for s in candidates
         if match_selector(pipeline.selector, SeriesFacts.from_dataset(s.first, instance_count=len(s.datasets))).matched
     ]
     if not accepted:
@@ -56,8 +57,12 @@ def run_standalone(
 
     def context_for(p: Any) -> RunContext:
         merged = {**settings.pipelines.params.get(p.name, {}), **(params if p is pipeline else {})}
-        return RunContext(params=merged, weights_dir=settings.pipelines.weights_dir, device=settings.worker.device,
-                          work_dir=output_dir)
+        return RunContext(
+            params=merged,
+            weights_dir=settings.pipelines.weights_dir,
+            device=settings.worker.device,
+            work_dir=output_dir,
+        )
 
     result = run_chain(pipeline, PipelineInputs(series=accepted, priors=priors), registry.get, context_for)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -131,12 +131,12 @@ class Worker:
             study = session.get(Study, job.study_id)
             if study is None:
                 raise PipelineInputError(f"job {job.id}: study row {job.study_id} is missing")
-            series_ids = [job.series_id] if job.series_id is not None else list(
-                session.scalars(select(Series.id).where(Series.study_id == job.study_id))
+            series_ids = (
+                [job.series_id]
+                if job.series_id is not None
+                else list(session.scalars(select(Series.id).where(Series.study_id == job.study_id)))
             )
-            paths = [
-                Path(p) for p in session.scalars(select(Instance.path).where(Instance.series_id.in_(series_ids)))
-            ]
+            paths = [Path(p) for p in session.scalars(select(Instance.path).where(Instance.series_id.in_(series_ids)))]
         series = group_series(read_datasets(paths))
         if not series:
             raise PipelineInputError(f"job {job.id}: no readable images with pixel data")

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pydicom
@@ -30,7 +29,7 @@ def _config(tmp_path: Path, port: int, orthanc) -> Path:
         f"""
 [node]
 port = {port}
-data_dir = "{tmp_path / 'data'}"
+data_dir = "{tmp_path / "data"}"
 [completion]
 series_quiet_seconds = 10
 association_end = false
@@ -59,12 +58,18 @@ def _start(config: Path, log: Path) -> subprocess.Popen[bytes]:
     handle = log.open("ab")
     return subprocess.Popen(
         [sys.executable, "-m", "dicomnode", "serve", "--config", str(config)],
-        cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=REPO,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
 
 def _listening(port: int) -> bool:
-    return subprocess.run([DCMTK / "echoscu", "-aec", "DICOMNODE", "127.0.0.1", str(port)], capture_output=True).returncode == 0
+    return (
+        subprocess.run([DCMTK / "echoscu", "-aec", "DICOMNODE", "127.0.0.1", str(port)], capture_output=True).returncode
+        == 0
+    )
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:
@@ -91,7 +96,8 @@ def test_sigkill_mid_study_and_mid_job_loses_nothing(tmp_path: Path, orthanc) ->
         # Kill the node while storescu is half way through the study.
         sender = subprocess.Popen(
             [DCMTK / "storescu", "-aec", "DICOMNODE", "127.0.0.1", str(port), *map(str, files)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_for(lambda: stored() >= 10, 60, "some images to be stored")
         _kill(node)

@@ -35,8 +35,14 @@ def node_settings(tmp_path: Path, database_url: str, orthanc, **worker) -> Setti
             "worker": {"processes": 1, "poll_seconds": 0.2, **worker},
             "dispatch": {"poll_seconds": 0.2, "backoff_base_seconds": 0.5},
             "destinations": [
-                {"name": "ORTHANC", "ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port,
-                 "results": True, "forward": True},
+                {
+                    "name": "ORTHANC",
+                    "ae_title": orthanc.aet,
+                    "host": "127.0.0.1",
+                    "port": orthanc.dicom_port,
+                    "results": True,
+                    "forward": True,
+                },
             ],
             "pipelines": {
                 "enabled": ["test_spheres"],
@@ -101,9 +107,7 @@ def test_study_in_results_and_forwarded_images_out(tmp_path: Path, database_url:
     # The SR reports each sphere's volume, equal to the phantom's known volume.
     report = hd.sr.srread(tmp_path / f"{sr.SOPInstanceUID}.dcm")
     groups = report.content.get_volumetric_roi_measurement_groups()
-    measured = sorted(
-        m.value for g in groups for m in g.get_measurements() if m.name.meaning == "Volume"
-    )
+    measured = sorted(m.value for g in groups for m in g.get_measurements() if m.name.meaning == "Volume")
     assert np.allclose(measured, sorted(volumes), rtol=1e-6)
     segmentation = hd.seg.segread(tmp_path / f"{seg.SOPInstanceUID}.dcm")
     assert segmentation.number_of_segments == len(volumes)

@@ -25,9 +25,9 @@ def sphere_ct(shape: tuple[int, int, int] = (12, 48, 48)) -> tuple[np.ndarray, l
     return hu, volumes
 
 
-def write_sphere_study(folder: Path, info: StudyInfo | None = None, shape: tuple[int, int, int] = (12, 48, 48)) -> tuple[
-    list[Path], list[float], StudyInfo
-]:
+def write_sphere_study(
+    folder: Path, info: StudyInfo | None = None, shape: tuple[int, int, int] = (12, 48, 48)
+) -> tuple[list[Path], list[float], StudyInfo]:
     info = info or StudyInfo()
     hu, volumes = sphere_ct(shape)
     return write_ct_series(hu, folder, spacing=SPACING, info=info), volumes, info

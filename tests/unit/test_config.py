@@ -94,9 +94,21 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     path.write_text("[node]\nport = 4000\nae_title = 'FROMFILE'\n[completion]\nseries_quiet_seconds = 30\n")
     args = build_parser().parse_args(
         [
-            "serve", "--config", str(path), "--port", "5000", "--data-dir", str(tmp_path / "d"),
-            "--database-url", "postgresql://u@db:5432/n", "--forward", "FWD@10.0.0.1:104",
-            "--destination", "PACS@pacs:11112", "--series-quiet-seconds", "3",
+            "serve",
+            "--config",
+            str(path),
+            "--port",
+            "5000",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--database-url",
+            "postgresql://u@db:5432/n",
+            "--forward",
+            "FWD@10.0.0.1:104",
+            "--destination",
+            "PACS@pacs:11112",
+            "--series-quiet-seconds",
+            "3",
         ]
     )
     settings = settings_from_args(args)

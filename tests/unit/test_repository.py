@@ -33,11 +33,24 @@ def db(database_url: str):
 
 def _record(series_uid: str, sop_uid: str, association: str = "a1", study_uid: str = "1.2.3") -> repo.InstanceRecord:
     return repo.InstanceRecord(
-        sop_instance_uid=sop_uid, sop_class_uid="1.2.840.10008.5.1.4.1.1.2", series_instance_uid=series_uid,
-        study_instance_uid=study_uid, transfer_syntax_uid="1.2.840.10008.1.2.1", path=f"/store/{sop_uid}.dcm",
-        size=100, calling_ae="MOD", called_ae="NODE", association_id=association, patient_id="P1",
-        study_date="20260101", study_description="", accession_number="", modality="CT", series_description="",
-        body_part="CHEST", facts={},
+        sop_instance_uid=sop_uid,
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+        series_instance_uid=series_uid,
+        study_instance_uid=study_uid,
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        path=f"/store/{sop_uid}.dcm",
+        size=100,
+        calling_ae="MOD",
+        called_ae="NODE",
+        association_id=association,
+        patient_id="P1",
+        study_date="20260101",
+        study_description="",
+        accession_number="",
+        modality="CT",
+        series_description="",
+        body_part="CHEST",
+        facts={},
     )
 
 
@@ -98,8 +111,16 @@ def _enqueue(db: Database, key: str) -> int | None:
             repo.record_instance(s, _record("1.2.3.30", "1.2.3.30.1"))
         series = s.query(Series).one()
         job = repo.enqueue_job(
-            s, kind=JobKind.PIPELINE, pipeline="p", pipeline_version="1.0", dedup_key=key, study_id=series.study_id,
-            series_id=series.id, series_version=1, rule="r", max_attempts=2,
+            s,
+            kind=JobKind.PIPELINE,
+            pipeline="p",
+            pipeline_version="1.0",
+            dedup_key=key,
+            study_id=series.study_id,
+            series_id=series.id,
+            series_version=1,
+            rule="r",
+            max_attempts=2,
         )
         return None if job is None else job.id
 

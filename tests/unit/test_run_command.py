@@ -16,8 +16,18 @@ from tests.support.phantoms import write_sphere_study
 def _run(tmp_path: Path, *extra: str) -> int:
     config = tmp_path / "c.toml"
     config.write_text('[pipelines]\nextra = ["tests.support.sphere_pipeline:SpherePipeline"]\n')
-    return main(["run", "--config", str(config), "test_spheres", str(tmp_path / "ct"), "--output",
-                 str(tmp_path / "out"), *extra])
+    return main(
+        [
+            "run",
+            "--config",
+            str(config),
+            "test_spheres",
+            str(tmp_path / "ct"),
+            "--output",
+            str(tmp_path / "out"),
+            *extra,
+        ]
+    )
 
 
 def test_run_writes_outputs_and_result_json(tmp_path: Path) -> None:
@@ -31,8 +41,11 @@ def test_run_writes_outputs_and_result_json(tmp_path: Path) -> None:
     assert doc["source"]["study_instance_uid"] == info.study_instance_uid
     measured = sorted(m["value"] for m in doc["measurements"] if m["name"] == "Volume")
     assert np.allclose(measured, sorted(volumes))
-    assert all(m["unit"] == "mL" and m["tracking_id"].startswith("Sphere") for m in doc["measurements"]
-               if m["name"] == "Volume")
+    assert all(
+        m["unit"] == "mL" and m["tracking_id"].startswith("Sphere")
+        for m in doc["measurements"]
+        if m["name"] == "Volume"
+    )
     assert {f["kind"] for f in doc["files"]} == {"SR", "SEG", "SUMMARY"}
     for item in doc["files"]:
         assert (tmp_path / "out" / item["path"]).is_file()
@@ -49,13 +62,17 @@ def test_parameters_reach_the_pipeline(tmp_path: Path) -> None:
     assert doc["measurements"] == []
 
 
-def test_unknown_pipeline_and_unaccepted_input_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_pipeline_and_unaccepted_input_are_clear_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     write_sphere_study(tmp_path / "ct")
     assert main(["run", "no_such_pipeline", str(tmp_path / "ct"), "--output", str(tmp_path / "o")]) == 2
     assert "unknown pipeline 'no_such_pipeline'" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     config = tmp_path / "c.toml"
     config.write_text('[pipelines]\nextra = ["tests.support.sphere_pipeline:SpherePipeline"]\n')
-    assert main(["run", "--config", str(config), "test_spheres", str(tmp_path / "empty"), "--output",
-                 str(tmp_path / "o")]) == 2
+    assert (
+        main(["run", "--config", str(config), "test_spheres", str(tmp_path / "empty"), "--output", str(tmp_path / "o")])
+        == 2
+    )
     assert "no series that test_spheres accepts" in capsys.readouterr().err
