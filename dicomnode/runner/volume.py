@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,7 @@ def _floats(value: Any, n: int, default: Sequence[float]) -> tuple[float, ...]:
     return out if len(out) == n else tuple(default)
 
 
-def _frame_geometry(ds: Dataset, frame_index: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def frame_geometry(ds: Dataset, frame_index: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(ImagePositionPatient, ImageOrientationPatient) of one frame, looking in functional groups too."""
     position: Any = ds.get("ImagePositionPatient")
     orientation: Any = ds.get("ImageOrientationPatient")
@@ -81,29 +82,48 @@ def load_frames(datasets: Sequence[Dataset]) -> list[npt.NDArray[np.float32]]:
     return frames
 
 
+@dataclass(frozen=True)
+class FrameRef:
+    """One frame of a series in slice order: its distance along the slice normal and where it comes from."""
+
+    distance: float
+    dataset: Dataset
+    frame_index: int  # 0-based
+    position: tuple[float, ...]
+
+
+def sorted_frames(datasets: Sequence[Dataset]) -> list[FrameRef]:
+    """Every frame of ``datasets`` sorted along the slice normal (stable), from the headers alone."""
+    orientation = frame_geometry(datasets[0], 0)[1]
+    normal = np.cross(np.array(orientation[:3]), np.array(orientation[3:]))
+    refs = []
+    for ds in datasets:
+        for k in range(int(ds.get("NumberOfFrames", 1) or 1)):
+            position = frame_geometry(ds, k)[0]
+            refs.append(FrameRef(float(np.dot(normal, np.array(position))), ds, k, position))
+    refs.sort(key=lambda ref: ref.distance)
+    return refs
+
+
 def load_volume(datasets: Sequence[Dataset]) -> Volume:
     """Stack a series into a (z, y, x) volume sorted along the slice normal."""
     if not datasets:
         raise PipelineInputError("no datasets to load")
-    slices: list[tuple[float, npt.NDArray[np.float32], str, int, tuple[float, ...]]] = []
-    orientation = _frame_geometry(datasets[0], 0)[1]
+    refs = sorted_frames(datasets)
+    decoded = {id(ds): _modality_frames(ds) for ds in datasets}
+    frames = [
+        decoded[id(ref.dataset)][ref.frame_index] for ref in refs if ref.frame_index < len(decoded[id(ref.dataset)])
+    ]
+    if len(frames) != len(refs):
+        raise PipelineInputError("NumberOfFrames does not match the decoded pixel data")
+    if len({f.shape for f in frames}) != 1:
+        raise PipelineInputError(f"frames differ in size: {sorted({f.shape for f in frames})}")
+    orientation = frame_geometry(datasets[0], 0)[1]
     row_dir = np.array(orientation[:3])
     col_dir = np.array(orientation[3:])
     normal = np.cross(row_dir, col_dir)
-    shape: tuple[int, ...] | None = None
-    for ds in datasets:
-        frames = _modality_frames(ds)
-        for k, frame in enumerate(frames):
-            if shape is None:
-                shape = frame.shape
-            elif frame.shape != shape:
-                raise PipelineInputError(f"frames differ in size: {frame.shape} vs {shape}")
-            position = _frame_geometry(ds, k)[0]
-            distance = float(np.dot(normal, np.array(position)))
-            slices.append((distance, frame, str(ds.SOPInstanceUID), k + 1, position))
-    slices.sort(key=lambda s: s[0])
-    distances = np.array([s[0] for s in slices])
-    if len(slices) > 1:
+    distances = np.array([ref.distance for ref in refs])
+    if len(refs) > 1:
         gaps = np.diff(distances)
         z_spacing = float(np.median(gaps)) if np.any(gaps > 0) else 1.0
     else:
@@ -111,23 +131,18 @@ def load_volume(datasets: Sequence[Dataset]) -> Volume:
     if z_spacing <= 0:
         z_spacing = 1.0
     row_spacing, col_spacing = _pixel_spacing(datasets[0])
+    # Columns of the direction matrix: patient-space directions of the x, y and z index axes.
     direction = (
-        row_dir[0],
-        col_dir[0],
-        normal[0],
-        row_dir[1],
-        col_dir[1],
-        normal[1],
-        row_dir[2],
-        col_dir[2],
-        normal[2],
-    )
-    origin = slices[0][4]
+        row_dir[0], col_dir[0], normal[0],
+        row_dir[1], col_dir[1], normal[1],
+        row_dir[2], col_dir[2], normal[2],
+    )  # fmt: skip
+    origin = refs[0].position
     return Volume(
-        array=np.stack([s[1] for s in slices]).astype(np.float32, copy=False),
+        array=np.stack(frames).astype(np.float32, copy=False),
         spacing=(z_spacing, row_spacing, col_spacing),
         origin=(float(origin[0]), float(origin[1]), float(origin[2])),
         direction=tuple(float(v) for v in direction),
-        sop_instance_uids=[s[2] for s in slices],
-        frame_numbers=[s[3] for s in slices],
+        sop_instance_uids=[str(ref.dataset.SOPInstanceUID) for ref in refs],
+        frame_numbers=[ref.frame_index + 1 for ref in refs],
     )

@@ -48,7 +48,9 @@ def trained(tmp_path_factory):
         case = data / f"case{seed}"
         case.mkdir()
         sitk.WriteImage(sitk.GetImageFromArray(phantom.hu), str(case / "ct.nii.gz"))
-        sitk.WriteImage(sitk.GetImageFromArray(_normal_truth(phantom).astype(np.uint8)), str(case / "normal_mask.nii.gz"))
+        sitk.WriteImage(
+            sitk.GetImageFromArray(_normal_truth(phantom).astype(np.uint8)), str(case / "normal_mask.nii.gz")
+        )
     out = tmp_path_factory.mktemp("weights")
     torch.manual_seed(0)
     path = LungLongitudinalPipeline().train(data, out, {"iterations": "60", "batch": "4", "base": "8", "seed": "0"})
