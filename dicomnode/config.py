@@ -4,7 +4,6 @@ loaded, with command-line overrides. Errors name the key.
 
 from __future__ import annotations
 
-import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -12,17 +11,21 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from dicomnode.errors import ConfigError
+from dicomnode.dispatch.destination import Destination, validate_ae_title
+from dicomnode.errors import ConfigError, ValidationError
 from dicomnode.routing.rules import Rule
-
-_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # no backslash, no control characters
-_ADDRESS = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:@]+):(?P<port>\d{1,5})$")
 
 
 def _check_ae_title(value: str) -> str:
-    if not _AE_TITLE.match(value) or not value.strip():
-        raise ValueError(f"{value!r} is not a valid AE title (1-16 characters, no backslash)")
-    return value
+    return validate_ae_title(value, "AE title")
+
+
+def _is_address(text: str) -> bool:
+    try:
+        Destination.parse(text)
+    except ValidationError:
+        return False
+    return True
 
 
 class _Strict(BaseModel):
@@ -106,7 +109,7 @@ class PriorSettings(_Strict):
     @field_validator("pacs")
     @classmethod
     def _address(cls, value: str) -> str:
-        if value and not _ADDRESS.match(value):
+        if value and not _is_address(value):
             raise ValueError(f"{value!r} must be AET@HOST:PORT")
         return value
 
@@ -129,7 +132,7 @@ class Settings(_Strict):
             raise ValueError(f"destinations: names must be unique, got {names}")
         for index, rule in enumerate(self.rules):
             for target in rule.forward_to:
-                if target not in names and not _ADDRESS.match(target):
+                if target not in names and not _is_address(target):
                     raise ValueError(
                         f"rules[{index}].forward_to: {target!r} is neither a destination name nor AET@HOST:PORT"
                     )
@@ -161,16 +164,12 @@ class Settings(_Strict):
 
 def parse_address(text: str, *, results: bool = True, forward: bool = False) -> DestinationSettings:
     """``AET@HOST:PORT`` as a destination named after the AE title."""
-    match = _ADDRESS.match(text.strip())
-    if not match:
-        raise ConfigError(f"{text!r}: expected AET@HOST:PORT")
+    try:
+        dest = Destination.parse(text)
+    except ValidationError as exc:
+        raise ConfigError(str(exc)) from exc
     return DestinationSettings(
-        name=match["aet"],
-        ae_title=match["aet"],
-        host=match["host"],
-        port=int(match["port"]),
-        results=results,
-        forward=forward,
+        name=dest.name, ae_title=dest.ae_title, host=dest.host, port=dest.port, results=results, forward=forward
     )
 
 

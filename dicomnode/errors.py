@@ -54,3 +54,7 @@ class DeliveryError(DicomNodeError):
 
 class JobError(DicomNodeError):
     """A job could not be claimed, run or finished."""
+
+
+class QueryRetrieveError(DicomNodeError):
+    """A C-FIND, C-GET or C-MOVE to a peer failed (no association, no response, or a failure status)."""

@@ -35,7 +35,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from dicomnode.dispatch.destination import Destination, validate_ae_title
-from dicomnode.errors import DicomNodeError, StoreError, ValidationError
+from dicomnode.errors import QueryRetrieveError, StoreError, ValidationError
 from dicomnode.scp import status as st
 from dicomnode.store import validate_uid
 
@@ -57,10 +57,6 @@ _GET_TRANSFER_SYNTAXES: list[UID] = [
 ]
 # 128 contexts at most: one for C-GET, the rest for the storage SOP classes we can receive.
 _GET_STORAGE_CLASSES: list[str] = [str(cx.abstract_syntax) for cx in StoragePresentationContexts][:127]
-
-
-class QueryRetrieveError(DicomNodeError):
-    """A C-FIND, C-GET or C-MOVE could not be carried out (association failed or the peer answered failure)."""
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
-from dicomnode.errors import PluginError
+from dicomnode.errors import PluginError, ValidationError
 from dicomnode.plugins.api import OutputKind, Pipeline, PriorSpec, Selector
+from dicomnode.routing.bodypart import canonical_body_part
+from dicomnode.routing.selectors import criteria_from_selector
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +51,17 @@ def validate_pipeline(obj: Any, origin: str) -> Pipeline:
         problems.append(f"version must look like 1.2.3, got {version!r}")
     if not isinstance(getattr(obj, "description", None), str):
         problems.append("description must be a string")
-    if not isinstance(getattr(obj, "selector", None), Selector):
+    selector = getattr(obj, "selector", None)
+    if not isinstance(selector, Selector):
         problems.append("selector must be a dicomnode.plugins.api.Selector")
+    else:
+        try:
+            criteria_from_selector(selector)  # unknown body parts, SOP class keywords, bad regexes
+        except ValidationError as exc:
+            problems.append(f"selector: {exc}")
+        unknown = [part for part in selector.body_parts if canonical_body_part(part) is None]
+        if unknown:
+            problems.append(f"selector: unknown body parts {unknown} (see dicomnode.routing.bodypart.BODY_PARTS)")
     produces = getattr(obj, "produces", None)
     if not isinstance(produces, frozenset) or not produces or not all(isinstance(p, OutputKind) for p in produces):
         problems.append("produces must be a non-empty frozenset of OutputKind")

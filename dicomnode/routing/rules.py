@@ -15,20 +15,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from dicomnode.errors import ConfigError, ValidationError
+from dicomnode.dispatch.destination import Destination
+from dicomnode.errors import ConfigError
 from dicomnode.routing.bodypart import BODY_PARTS, canonical_body_part
 from dicomnode.routing.facts import SeriesFacts
 from dicomnode.routing.selectors import Criteria, MatchResult, compile_pattern, evaluate, resolve_sop_class
 
 __all__ = [
     "ALL_PIPELINES",
-    "ForwardAddress",
     "Rule",
     "RuleMatch",
     "criteria_from_rule_match",
@@ -42,26 +41,11 @@ ALL_PIPELINES = "*"
 _AE_TITLE = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")  # 16 printable characters, no backslash
 
 
-@dataclass(frozen=True)
-class ForwardAddress:
-    """A forward target written as AET@HOST:PORT."""
-
-    ae_title: str
-    host: str
-    port: int
-
-
-def parse_forward_address(target: str) -> ForwardAddress | None:
-    """``AET@HOST:PORT`` as a :class:`ForwardAddress`; None when ``target`` is a destination name instead."""
+def parse_forward_address(target: str) -> Destination | None:
+    """``AET@HOST:PORT`` as a :class:`Destination`; None when ``target`` is a destination name instead."""
     if "@" not in target:
         return None
-    ae_title, _, address = target.partition("@")
-    host, sep, port_text = address.rpartition(":")
-    if not _AE_TITLE.fullmatch(ae_title) or ae_title.strip() != ae_title:
-        raise ValidationError(f"forward target {target!r}: AE title must be 1-16 characters, no backslash")
-    if not sep or not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ValidationError(f"forward target {target!r}: expected AET@HOST:PORT with a port 1-65535")
-    return ForwardAddress(ae_title=ae_title, host=host.strip("[]"), port=int(port_text))
+    return Destination.parse(target)
 
 
 def _listify(value: Any) -> Any:

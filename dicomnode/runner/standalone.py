@@ -73,6 +73,7 @@ def run_standalone(
         pipeline_version=pipeline.version,
         out_dir=output_dir,
         prior_datasets=[s.first for p in priors for s in p.series],
+        kinds=pipeline.produces,
     )
     document = result_document(result, pipeline, accepted, objects, relative_to=output_dir)
     write_result_json(document, output_dir / "result.json")

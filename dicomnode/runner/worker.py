@@ -170,6 +170,7 @@ class Worker:
             version=job.series_version,
             predecessor_sr=self._predecessor_sr(job),
             prior_datasets=[s.first for p in priors for s in p.series],
+            kinds=pipeline.produces,
         )
         document = result_document(result, pipeline, series, objects, relative_to=work_dir)
         write_result_json(document, work_dir / "result.json")

@@ -21,23 +21,16 @@ import pydicom
 import pytest
 
 from dicomnode.dispatch import Destination
+from tests.conftest import DCMTK, require_tool
+from tests.support.net import free_port
 
 ORTHANC_BINARY = Path("/usr/sbin/Orthanc")
-# The pynetdicom apps shadow dcmtk's names on PATH in some environments: always use dcmtk explicitly.
-DCMTK_BIN = Path("/usr/bin")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+DCMTK_BIN = DCMTK
 
 
 def dcmtk(tool: str) -> str:
-    path = DCMTK_BIN / tool
-    if not path.exists():
-        pytest.skip(f"dcmtk {tool} is not installed at {path}")
-    return str(path)
+    """dcmtk's ``tool`` by full path; skip the test when dcmtk is not installed."""
+    return require_tool(tool)
 
 
 def wait_for_port(port: int, timeout: float = 10.0) -> None:

@@ -67,3 +67,12 @@ def test_entry_points_register_the_shipped_pipelines() -> None:
         assert entry.pipeline is not None, entry.reason
         assert OutputKind.SR in entry.pipeline.produces
         assert isinstance(entry.pipeline.selector, Selector)
+
+
+def test_a_selector_asking_for_an_unknown_body_part_is_rejected_at_load() -> None:
+    class Typo(SpherePipeline):
+        name = "typo"
+        selector = Selector(modalities=("CT",), body_parts=("CHESTT",))
+
+    with pytest.raises(PluginError, match="selector"):
+        validate_pipeline(Typo(), "test")
