@@ -46,7 +46,10 @@ class Destination:
             raise ValidationError(f"destination must look like AET@HOST:PORT (e.g. PACS@10.0.0.5:104), got {text!r}")
         aet = validate_ae_title(match["aet"], "destination AE title")
         host = match["host"].strip("[]")
-        return cls(name=name or aet, ae_title=aet, host=host, port=int(match["port"]))
+        port = int(match["port"])
+        if not 1 <= port <= 65535:
+            raise ValidationError(f"destination {text!r}: expected a port 1-65535, got {port}")
+        return cls(name=name or aet, ae_title=aet, host=host, port=port)
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
