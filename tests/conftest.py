@@ -62,3 +62,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield f"sqlite:///{tmp_path / 'node.sqlite3'}"
     else:
         yield from _postgres_database()
+
+
+# The Orthanc PACS fixture, for every test folder.
+from tests.support.orthanc import orthanc  # noqa: E402, F401

@@ -12,7 +12,7 @@ from dicomnode.qr import find_studies, get_study, move_study
 from dicomnode.scp import ScpSettings, StorageSCP
 from dicomnode.store import InstanceStore
 from dicomnode.synthetic import StudyInfo, write_ct_series, write_radiograph
-from tests.integration.conftest import Orthanc
+from tests.support.orthanc import Orthanc
 from tests.integration.test_scp import RecordingSink
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,7 @@ from dicomnode.errors import StoreFullError
 from dicomnode.scp import ReceivedInstance, ScpSettings, StorageSCP, status
 from dicomnode.store import InstanceStore
 from dicomnode.synthetic import write_ct_series
-from tests.integration.conftest import dcmtk
+from tests.support.orthanc import dcmtk
 
 pytestmark = pytest.mark.integration
 
