@@ -12,8 +12,8 @@ from dicomnode.qr import find_studies, get_study, move_study
 from dicomnode.scp import ScpSettings, StorageSCP
 from dicomnode.store import InstanceStore
 from dicomnode.synthetic import StudyInfo, write_ct_series, write_radiograph
-from tests.support.orthanc import Orthanc
 from tests.integration.test_scp import RecordingSink
+from tests.support.orthanc import Orthanc
 
 pytestmark = pytest.mark.integration
 
