@@ -36,10 +36,10 @@ def _grey_pixels(path: Path) -> npt.NDArray[np.uint8] | npt.NDArray[np.uint16]:
         code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
         image = cv2.cvtColor(image, code)
     if image.dtype == np.uint16:
-        return np.ascontiguousarray(image)
+        return np.ascontiguousarray(image, dtype=np.uint16)
     if image.dtype != np.uint8:
         raise PipelineInputError(f"unsupported pixel type {image.dtype} in {path.name}")
-    return np.ascontiguousarray(image)
+    return np.ascontiguousarray(image, dtype=np.uint8)
 
 
 def wrap_image_as_secondary_capture(

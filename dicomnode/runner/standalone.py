@@ -10,31 +10,21 @@ from typing import Any
 from dicomnode.config import Settings
 from dicomnode.encode import encode_result
 from dicomnode.errors import PipelineInputError
+from dicomnode.importing import load_input_folder
 from dicomnode.node import build_registry
 from dicomnode.plugins.api import ImageSeries, PipelineInputs, PriorStudy, RunContext
 from dicomnode.routing.facts import SeriesFacts
 from dicomnode.routing.selectors import match_selector
-from dicomnode.runner.execute import group_series, read_datasets, result_document, run_chain, write_result_json
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+from dicomnode.runner.execute import group_series, result_document, run_chain, write_result_json
 
 log = logging.getLogger(__name__)
 
 
 def _series_of(folder: Path) -> list[ImageSeries]:
-    if not folder.is_dir():
-        raise PipelineInputError(f"{folder} is not a folder")
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
-    items = read_datasets([p for p in files if p not in images])
-    if images:
-        # PNG/JPEG as the patents' users have them: wrapped as Secondary Capture, one study for the folder.
-        from dicomnode.importing import wrap_image_as_secondary_capture
-
-        study_uid = str(items[0][1].StudyInstanceUID) if items else None
-        for path in images:
-            items.append((path, wrap_image_as_secondary_capture(path, study_instance_uid=study_uid)))
-    return group_series(items)
+    """The series in ``folder`` (DICOM files, and PNG/JPEG pictures wrapped as Secondary Capture)."""
+    datasets = load_input_folder(folder)
+    paths = [Path(ds.filename) if isinstance(getattr(ds, "filename", None), str) else folder for ds in datasets]
+    return group_series(list(zip(paths, datasets)))
 
 
 def run_standalone(
