@@ -129,3 +129,41 @@ def test_served_node_compares_with_the_prior_it_analysed(studies, tmp_path: Path
     modalities = {(d.StudyInstanceUID, d.Modality) for d in (orthanc.download(i["ID"]) for i in orthanc.instances())}
     for info in (prior_info, current_info):
         assert {(info.study_instance_uid, "SR"), (info.study_instance_uid, "SEG")} <= modalities
+
+
+@pytest.mark.integration
+def test_served_node_fetches_the_prior_from_the_pacs(studies, tmp_path: Path, orthanc) -> None:
+    """The prior is only in the PACS: the node finds it by C-FIND and retrieves it by C-GET."""
+    require_tool("storescu")
+    prior_dir, current_dir, prior_info, current_info = studies
+    for path in sorted(prior_dir.glob("*.dcm")):
+        orthanc.upload(path)
+    settings = Settings.model_validate(
+        {
+            "node": {"port": 0, "data_dir": str(tmp_path / "node")},
+            "completion": {"series_quiet_seconds": 2, "association_end_grace_seconds": 0.5, "poll_seconds": 0.2},
+            "worker": {"poll_seconds": 0.2},
+            "pipelines": {"enabled": ["lung_longitudinal"]},
+            "priors": {"pacs": f"{orthanc.aet}@127.0.0.1:{orthanc.dicom_port}"},
+        }
+    )
+    node = Node(settings)
+    node.start()
+    try:
+        storescu(sorted(current_dir.glob("*.dcm")), node.scp.port)
+
+        def finished() -> Job | None:
+            with node.db.session() as s:
+                job = s.scalars(select(Job).where(Job.kind == JobKind.PIPELINE)).first()
+                return job if job is not None and job.state in (JobState.DONE, JobState.FAILED) else None
+
+        job = wait_for(finished, 180, "the follow-up's job")
+    finally:
+        node.stop()
+    assert job.state is JobState.DONE, job.error
+    doc = json.loads(Path(job.result_path).read_text())  # type: ignore[arg-type]
+    assert doc["source"]["study_instance_uid"] == current_info.study_instance_uid
+    assert doc["prior_study_uids"] == [prior_info.study_instance_uid]
+    assert sorted(_statuses(doc).values()) == EXPECTED_CHANGES
+    retrieved = list((tmp_path / "node" / "priors" / prior_info.study_instance_uid).glob("*.dcm"))
+    assert len(retrieved) == len(list(prior_dir.glob("*.dcm")))
