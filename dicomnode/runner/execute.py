@@ -16,9 +16,18 @@ import numpy as np
 import pydicom
 from pydicom import Dataset
 
-from dicomnode.encode import EncodedObject
+from dicomnode.config import Settings
+from dicomnode.encode import EncodedObject, encode_result
 from dicomnode.errors import PipelineError, PipelineInputError, PluginError
-from dicomnode.plugins.api import Code, ImageSeries, Pipeline, PipelineInputs, PipelineResult, RunContext
+from dicomnode.plugins.api import (
+    Code,
+    ImageSeries,
+    Pipeline,
+    PipelineInputs,
+    PipelineResult,
+    PriorStudy,
+    RunContext,
+)
 from dicomnode.routing.bodypart import normalise_body_part
 
 log = logging.getLogger(__name__)
@@ -182,6 +191,48 @@ def result_document(
             "details": result.details,
         }
     )
+
+
+def context_for(
+    settings: Settings,
+    pipeline: Pipeline,
+    *,
+    work_dir: Path | None,
+    job_id: int | None = None,
+    extra_params: Mapping[str, Any] | None = None,
+) -> RunContext:
+    """The RunContext of ``pipeline``: its configured parameters (plus ``extra_params``), weights and device."""
+    return RunContext(
+        params={**settings.pipelines.params.get(pipeline.name, {}), **(extra_params or {})},
+        weights_dir=settings.pipelines.weights_dir,
+        device=settings.worker.device,
+        work_dir=work_dir,
+        job_id=job_id,
+    )
+
+
+def write_outputs(
+    result: PipelineResult,
+    pipeline: Pipeline,
+    series: Sequence[ImageSeries],
+    priors: Sequence[PriorStudy],
+    out_dir: Path,
+    **encode_options: Any,
+) -> tuple[list[EncodedObject], dict[str, Any]]:
+    """Encode ``result`` (SR, SEG, summary as the pipeline produces) and write result.json beside them."""
+    objects = encode_result(
+        result,
+        series[0].datasets,
+        pipeline_name=pipeline.name,
+        pipeline_version=pipeline.version,
+        out_dir=out_dir,
+        prior_datasets=[s.first for p in priors for s in p.series],
+        kinds=pipeline.produces,
+        **encode_options,
+    )
+    document = result_document(result, pipeline, series, objects, relative_to=out_dir)
+    write_result_json(document, out_dir / "result.json")
+    return objects, document
 
 
 def write_result_json(document: Mapping[str, Any], path: Path) -> Path:

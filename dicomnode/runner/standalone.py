@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from dicomnode.config import Settings
-from dicomnode.encode import encode_result
 from dicomnode.errors import PipelineInputError
 from dicomnode.importing import load_input_folder
 from dicomnode.node import build_registry
-from dicomnode.plugins.api import ImageSeries, PipelineInputs, PriorStudy, RunContext
+from dicomnode.plugins.api import ImageSeries, Pipeline, PipelineInputs, PriorStudy, RunContext
 from dicomnode.routing.facts import SeriesFacts
 from dicomnode.routing.selectors import match_selector
-from dicomnode.runner.execute import group_series, result_document, run_chain, write_result_json
+from dicomnode.runner.execute import context_for, group_series, run_chain, write_outputs
 
 log = logging.getLogger(__name__)
 
@@ -54,26 +53,10 @@ def run_standalone(
             priors.append(PriorStudy(str(first.StudyInstanceUID), str(first.get("StudyDate", "")), series))
     priors.sort(key=lambda p: p.study_date, reverse=True)
 
-    def context_for(p: Any) -> RunContext:
-        merged = {**settings.pipelines.params.get(p.name, {}), **(params if p is pipeline else {})}
-        return RunContext(
-            params=merged,
-            weights_dir=settings.pipelines.weights_dir,
-            device=settings.worker.device,
-            work_dir=output_dir,
-        )
+    def context(p: Pipeline) -> RunContext:
+        return context_for(settings, p, work_dir=output_dir, extra_params=params if p is pipeline else None)
 
-    result = run_chain(pipeline, PipelineInputs(series=accepted, priors=priors), registry.get, context_for)
+    result = run_chain(pipeline, PipelineInputs(series=accepted, priors=priors), registry.get, context)
     output_dir.mkdir(parents=True, exist_ok=True)
-    objects = encode_result(
-        result,
-        accepted[0].datasets,
-        pipeline_name=pipeline.name,
-        pipeline_version=pipeline.version,
-        out_dir=output_dir,
-        prior_datasets=[s.first for p in priors for s in p.series],
-        kinds=pipeline.produces,
-    )
-    document = result_document(result, pipeline, accepted, objects, relative_to=output_dir)
-    write_result_json(document, output_dir / "result.json")
+    _, document = write_outputs(result, pipeline, accepted, priors, output_dir)
     return document

@@ -4,7 +4,6 @@ records outputs and queues their deliveries. A killed worker's job is claimed ag
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -19,11 +18,11 @@ from dicomnode.config import Settings
 from dicomnode.db import repository as repo
 from dicomnode.db.engine import Database
 from dicomnode.db.models import Instance, Job, JobState, Output, Series, Study, utcnow
-from dicomnode.encode import EncodedObject, encode_result
+from dicomnode.encode import EncodedObject
 from dicomnode.errors import DicomNodeError, PipelineInputError, PluginError
-from dicomnode.plugins.api import ImageSeries, Pipeline, PipelineInputs, RunContext
+from dicomnode.plugins.api import ImageSeries, Pipeline, PipelineInputs
 from dicomnode.plugins.registry import Registry
-from dicomnode.runner.execute import group_series, read_datasets, result_document, run_chain, write_result_json
+from dicomnode.runner.execute import context_for, group_series, read_datasets, run_chain, write_outputs
 from dicomnode.runner.priors import PriorFinder
 
 log = logging.getLogger(__name__)
@@ -31,16 +30,6 @@ log = logging.getLogger(__name__)
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def context_for(settings: Settings, pipeline: Pipeline, job_id: int | None, work_dir: Path | None) -> RunContext:
-    return RunContext(
-        params=settings.pipelines.params.get(pipeline.name, {}),
-        weights_dir=settings.pipelines.weights_dir,
-        device=settings.worker.device,
-        work_dir=work_dir,
-        job_id=job_id,
-    )
 
 
 class _LeaseKeeper:
@@ -157,23 +146,19 @@ class Worker:
             pipeline,
             PipelineInputs(series=series, priors=priors),
             self.registry.get,
-            lambda p: context_for(self.settings, p, job.id, work_dir),
+            lambda p: context_for(self.settings, p, work_dir=work_dir, job_id=job.id),
         )
         run_seconds = time.monotonic() - t0
-        objects = encode_result(
+        objects, _ = write_outputs(
             result,
-            series[0].datasets,
-            pipeline_name=pipeline.name,
-            pipeline_version=pipeline.version,
-            out_dir=work_dir,
+            pipeline,
+            series,
+            priors,
+            work_dir,
             series_number=9000 + 10 * (job.series_version - 1),
             version=job.series_version,
             predecessor_sr=self._predecessor_sr(job),
-            prior_datasets=[s.first for p in priors for s in p.series],
-            kinds=pipeline.produces,
         )
-        document = result_document(result, pipeline, series, objects, relative_to=work_dir)
-        write_result_json(document, work_dir / "result.json")
         self._record(job, result.produced_by.value, objects, work_dir / "result.json", run_seconds)
 
     def _predecessor_sr(self, job: Job) -> pydicom.Dataset | None:
@@ -228,10 +213,3 @@ class Worker:
             else:
                 row.state, row.finished_at = JobState.DONE, utcnow()
                 repo.add_event(session, row, "done", "no result destinations configured")
-
-
-def load_previous_document(path: str | None) -> dict[str, object] | None:
-    if not path or not Path(path).is_file():
-        return None
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
-    return data if isinstance(data, dict) else None
