@@ -155,6 +155,41 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from dicomnode.node import build_registry
+    from dicomnode.plugins.api import EvaluablePipeline
+    from dicomnode.runner.execute import context_for
+
+    settings = settings_from_args(args)
+    configure_logging(settings.node.log_level if args.log_level else "WARNING")
+    pipeline = build_registry(settings).get(args.pipeline)
+    if not isinstance(pipeline, EvaluablePipeline):
+        raise DicomNodeError(f"pipeline {args.pipeline!r} has no evaluate command")
+    if not args.data.is_dir():
+        raise DicomNodeError(f"{args.data}: no such directory")
+    ctx = context_for(settings, pipeline, work_dir=args.output.parent if args.output else None)
+    report = pipeline.evaluate(args.data, dict(_key_values(args.option)), ctx)
+    text = json.dumps(report, indent=2, default=str)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return 0
+
+
+def _pipeline_command(argv: Sequence[str]) -> int | None:
+    """``dicomnode <command> ...`` for a pipeline that offers a tool under that name (CommandPipeline)."""
+    from dicomnode.plugins.api import CommandPipeline
+    from dicomnode.plugins.registry import Registry
+
+    registry = Registry.discover()
+    for entry in registry.entries.values():
+        pipeline = entry.pipeline
+        if isinstance(pipeline, CommandPipeline) and pipeline.command_name == argv[0]:
+            return int(pipeline.command(list(argv[1:])))
+    return None
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from dicomnode.importing import wrap_image_as_secondary_capture
 
@@ -232,6 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("evaluate", help="measure a pipeline on labelled data with its challenge's metrics")
+    _add_config_options(p)
+    p.add_argument("pipeline")
+    p.add_argument("--data", type=Path, required=True, help="labelled data (layout: the pipeline's README)")
+    p.add_argument("--output", type=Path, help="also write the report (JSON) here")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_evaluate)
+
     p = sub.add_parser("import", help="wrap PNG/JPEG images as DICOM Secondary Capture")
     p.add_argument("images", type=Path, nargs="+")
     p.add_argument("--output", type=Path, required=True)
@@ -242,8 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    builtin = {name for action in parser._subparsers._actions if action.choices for name in action.choices}  # type: ignore[union-attr]
     try:
+        if argv and not argv[0].startswith("-") and argv[0] not in builtin:
+            status = _pipeline_command(argv)
+            if status is not None:
+                return status
+        args = parser.parse_args(argv)
         return int(args.func(args))
     except DicomNodeError as exc:
         print(f"dicomnode: error: {exc}", file=sys.stderr)

@@ -36,6 +36,7 @@ __all__ = [
     "LOCAL_SCHEME",
     "Cine",
     "Code",
+    "CommandPipeline",
     "Compute",
     "Consumes",
     "DerivedImage",
@@ -862,3 +863,15 @@ class EvaluablePipeline(Pipeline, Protocol):
     """
 
     def evaluate(self, data_dir: Path, options: Mapping[str, str], ctx: RunContext) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class CommandPipeline(Pipeline, Protocol):
+    """A pipeline with a tool a user runs by hand: ``dicomnode <command_name> ARGS...`` calls ``command``
+    with ARGS (e.g. ``dicomnode bone-age score --standard tw3 --sex F --grades ...``). ``command`` parses its
+    own arguments, prints its answer and returns the exit status; a user error raises a DicomNodeError
+    (printed as one line by the CLI)."""
+
+    command_name: str
+
+    def command(self, argv: Sequence[str]) -> int: ...
