@@ -741,7 +741,7 @@ class PipelineResult:
         summary_image: npt.NDArray[np.uint8] | None = None,
         groups: list[FindingGroup] | None = None,
     ) -> PipelineResult:
-        """"Cannot assess this input, because ``text``" (coded ``reason``): a result, never retried.
+        """ "Cannot assess this input, because ``text``" (coded ``reason``): a result, never retried.
 
         ``groups`` may carry qualitative findings and regions that explain the refusal, never measurements.
         """
