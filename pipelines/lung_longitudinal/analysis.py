@@ -25,13 +25,27 @@ NormalFn = Callable[[npt.NDArray[np.float32], BoolArray], BoolArray]
 class TimePoint:
     roi: LungRoi
     abnormal: BoolArray
+    evidence: BoolArray  # opacity before the lesion size filter (see abnormal.Abnormal)
     lesions: list[Lesion]
+    lesion_labels: npt.NDArray[np.int32]  # lesion k (in ``lesions`` order) has the value k + 1
     volumes: dict[str, float]
     roi_centroid_mm: tuple[float, float, float]
     notes: list[str] = field(default_factory=list)
 
     def volumes_json(self) -> dict[str, Any]:
         return dict(self.volumes)
+
+
+def _centroid(lungs: BoolArray, box: tuple[slice, slice, slice] | None, volume: Volume) -> tuple[float, float, float]:
+    """Centre of mass from the three axis projections (cheaper than ndi.center_of_mass)."""
+    centroid = np.zeros(3)
+    if box is not None:
+        crop = lungs[box]
+        for axis in range(3):
+            profile = crop.sum(axis=tuple(a for a in range(3) if a != axis)).astype(np.float64)
+            centroid[axis] = box[axis].start + float((np.arange(profile.size) * profile).sum() / profile.sum())
+    c = index_to_patient(centroid, volume.spacing, volume.origin, volume.direction)[0]
+    return float(c[0]), float(c[1]), float(c[2])
 
 
 def analyse(
@@ -47,15 +61,18 @@ def analyse(
     roi = lung_roi(hu, spacing, origin, direction, roi_params)
     lungs = roi.lungs
     abnormal = np.zeros_like(lungs)
+    evidence = np.zeros_like(lungs)
     box = bbox(lungs, margin=2)
-    band_ml = 0.0
+    band_ml = hilar_ml = low_ml = 0.0
     if box is not None:
         hu_c, roi_c = hu[box], lungs[box]
         in_band = normal_by_band(hu_c, roi_c, band)
         band_ml = float(in_band.sum()) * volume.voxel_volume_ml
         normal_c = normal_fn(hu_c, roi_c) & roi_c if normal_fn is not None else in_band
-        abnormal[box] = abnormal_mask(roi_c, normal_c, spacing, abnormal_params)
-    lesions = find_lesions(abnormal, roi.left, hu, spacing, origin, direction)
+        found = abnormal_mask(roi_c, normal_c, hu_c, roi.mediastinum[box], band.low, spacing, abnormal_params)
+        abnormal[box], evidence[box] = found.mask, found.evidence
+        hilar_ml, low_ml = found.hilar_ml, found.low_attenuation_ml
+    lesions, lesion_labels = find_lesions(abnormal, roi.left, hu, spacing, origin, direction)
     v = volume.voxel_volume_ml
     roi_ml = float(lungs.sum()) * v
     abnormal_ml = float(abnormal.sum()) * v
@@ -67,12 +84,9 @@ def analyse(
         "abnormal_ml": abnormal_ml,
         "abnormal_ratio_pct": 100.0 * abnormal_ml / roi_ml if roi_ml > 0 else 0.0,
         "in_band_ml": band_ml,
+        "low_attenuation_ml": low_ml,
+        "hilar_excluded_ml": hilar_ml,
     }
-    centroid = np.zeros(3)
-    if box is not None:  # centre of mass from the three axis projections (cheaper than ndi.center_of_mass)
-        crop = lungs[box]
-        for axis in range(3):
-            profile = crop.sum(axis=tuple(a for a in range(3) if a != axis)).astype(np.float64)
-            centroid[axis] = box[axis].start + float((np.arange(profile.size) * profile).sum() / profile.sum())
-    c = index_to_patient(centroid, spacing, origin, direction)[0]
-    return TimePoint(roi, abnormal, lesions, volumes, (float(c[0]), float(c[1]), float(c[2])), list(roi.notes))
+    return TimePoint(
+        roi, abnormal, evidence, lesions, lesion_labels, volumes, _centroid(lungs, box, volume), list(roi.notes)
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dicomnode.plugins.api import Code
+from dicomnode.plugins.api import Code, local_code
 
 # Anatomy and segment descriptions.
 LUNG = Code("39607008", "SCT", "Lung structure")
@@ -22,20 +22,18 @@ MEAN = Code("373098007", "SCT", "Mean")
 ATTENUATION = Code("112031", "DCM", "Attenuation Coefficient")
 VOLUME_RATIO = Code("113288", "DCM", "Volume Ratio")
 
-# Local concepts where no standard code says exactly this (private 99 scheme, allowed by PS3.16).
-LOCAL = "99DICOMNODE"
-NORMAL_LUNG_VOLUME = Code("LUNG-NORMAL-VOL", LOCAL, "Normal lung volume")
-ABNORMAL_LUNG_VOLUME = Code("LUNG-ABN-VOL", LOCAL, "Abnormal lung volume")
-LUNG_VOLUME = Code("LUNG-ROI-VOL", LOCAL, "Lung volume")
-LEFT_LUNG_VOLUME = Code("LUNG-LEFT-VOL", LOCAL, "Left lung volume")
-RIGHT_LUNG_VOLUME = Code("LUNG-RIGHT-VOL", LOCAL, "Right lung volume")
-VOLUME_CHANGE = Code("LES-VOL-CHG", LOCAL, "Volume change since prior")
-PERCENT_VOLUME_CHANGE = Code("LES-VOL-PCT", LOCAL, "Percent volume change since prior")
-DOUBLING_TIME = Code("LES-VDT", LOCAL, "Volume doubling time")
-CHANGE_STATUS = Code("LES-CHG", LOCAL, "Change since prior study")
-MARKING_TYPE = Code("LUNG-MARK", LOCAL, "Marking type")
-HU_BAND = Code("LUNG-BAND", LOCAL, "Normal lung density band")
-PRODUCED_BY = Code("LUNG-PATH", LOCAL, "Normal lung segmentation path")
+# Local concepts where no standard code says exactly this (the node's private scheme, through local_code).
+NORMAL_LUNG_VOLUME = local_code("lung-normal-vol", "Normal lung volume")
+ABNORMAL_LUNG_VOLUME = local_code("lung-abn-vol", "Abnormal lung volume")
+LUNG_VOLUME = local_code("lung-roi-vol", "Lung volume")
+LEFT_LUNG_VOLUME = local_code("lung-left-vol", "Left lung volume")
+RIGHT_LUNG_VOLUME = local_code("lung-right-vol", "Right lung volume")
+VOLUME_CHANGE = local_code("les-vol-chg", "Volume change since prior")
+PERCENT_VOLUME_CHANGE = local_code("les-vol-pct", "Percent volume change since prior")
+DOUBLING_TIME = local_code("les-vdt", "Volume doubling time")
+CHANGE_STATUS = local_code("les-chg", "Change since prior study")
+MARKING_TYPE = local_code("lung-mark", "Marking type")
+HU_BAND = local_code("lung-band", "Normal lung density band")
 
 # Change status values.
 STATUS_CODES = {
@@ -44,6 +42,7 @@ STATUS_CODES = {
     "shrunk": Code("19776001", "SCT", "Decrease in size"),
     "stable": Code("260388006", "SCT", "No change"),
     "resolved": Code("413322009", "SCT", "Problem resolved"),
+    "indeterminate": Code("82334004", "SCT", "Indeterminate"),
 }
 
 # UCUM units.

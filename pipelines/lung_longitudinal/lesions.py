@@ -49,11 +49,12 @@ def find_lesions(
     spacing: Sequence[float],
     origin: Sequence[float],
     direction: Sequence[float],
-) -> list[Lesion]:
-    """Lesions ordered by volume (largest first), ties by position, so the order is reproducible."""
+) -> tuple[list[Lesion], npt.NDArray[np.int32]]:
+    """Lesions ordered by volume (largest first), ties by position, so the order is reproducible, and a label
+    array in which lesion k (0-based, in that order) has the value k + 1."""
     labels, _ = ndi.label(abnormal)
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    lesions: list[Lesion] = []
+    found: list[tuple[Lesion, int]] = []
     for index, sl in enumerate(ndi.find_objects(labels), start=1):
         if sl is None:
             continue
@@ -62,15 +63,21 @@ def find_lesions(
         points = index_to_patient(idx, spacing, origin, direction)
         centroid = points.mean(axis=0)
         on_left = float(left[sl][inside].mean())
-        lesions.append(
-            Lesion(
-                volume_ml=float(inside.sum()) * voxel_ml,
-                centroid_mm=(float(centroid[0]), float(centroid[1]), float(centroid[2])),
-                longest_diameter_mm=_longest_diameter(points),
-                mean_hu=float(hu[sl][inside].mean()),
-                side="left" if on_left >= 0.5 else "right",
-                voxel_count=int(inside.sum()),
+        found.append(
+            (
+                Lesion(
+                    volume_ml=float(inside.sum()) * voxel_ml,
+                    centroid_mm=(float(centroid[0]), float(centroid[1]), float(centroid[2])),
+                    longest_diameter_mm=_longest_diameter(points),
+                    mean_hu=float(hu[sl][inside].mean()),
+                    side="left" if on_left >= 0.5 else "right",
+                    voxel_count=int(inside.sum()),
+                ),
+                index,
             )
         )
-    lesions.sort(key=lambda les: (-les.voxel_count, les.centroid_mm))
-    return lesions
+    found.sort(key=lambda pair: (-pair[0].voxel_count, pair[0].centroid_mm))
+    order = np.zeros(int(labels.max()) + 1, dtype=np.int32)
+    for rank, (_, index) in enumerate(found, start=1):
+        order[index] = rank
+    return [lesion for lesion, _ in found], order[labels].astype(np.int32)

@@ -1,77 +1,33 @@
-"""Change over time: rigid registration follow-up → baseline, Hungarian lesion matching, change status.
+"""Change over time: Hungarian lesion matching with a bounded distance gate, and the change status.
 
-Registration uses SimpleITK on the two lung masks (smoothed, downsampled): a rigid Euler transform initialised
-at the masks' centres of mass. The transform maps follow-up patient points to baseline patient points.
+A pair is kept when the centroids (follow-up mapped into the baseline by the registration) lie within
+``gate_mm`` plus half the larger lesion's diameter, the latter capped at ``gate_size_cap_mm``: a large
+lesion may move its centroid as it changes shape, but a gate that grows without bound matches anything near
+a big structure. A change is called only when it is both large in relative terms (``grown_pct`` /
+``shrunk_pct``) and in volume (``change_min_ml``); below that the lesion is "stable". A lesion seen at only one
+time point is "new" or "resolved" only when it is at least ``change_min_ml``; smaller ones are "indeterminate"
+(partial volume and noise make components of that size come and go between scans of the same lungs).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-import SimpleITK as sitk  # noqa: N813
 from scipy.optimize import linear_sum_assignment
-
-from pipelines.lung_longitudinal.morphology import BoolArray
-
-log = logging.getLogger(__name__)
-
-PointMap = Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]]
-Geometry = tuple[Sequence[float], Sequence[float], Sequence[float]]  # spacing (z, y, x), origin, direction
 
 
 @dataclass(frozen=True)
 class ChangeParams:
-    gate_mm: float = 20.0
+    gate_mm: float = 10.0
+    gate_size_cap_mm: float = 10.0
     grown_pct: float = 25.0
     shrunk_pct: float = -25.0
-    registration_mm: float = 4.0
-
-
-def _mask_image(
-    mask: BoolArray, spacing: Sequence[float], origin: Sequence[float], direction: Sequence[float], target_mm: float
-) -> sitk.Image:
-    step = [max(1, int(target_mm // s)) for s in spacing]
-    small = mask[:: step[0], :: step[1], :: step[2]].astype(np.float32)
-    image = sitk.GetImageFromArray(small)
-    image.SetSpacing([float(spacing[2] * step[2]), float(spacing[1] * step[1]), float(spacing[0] * step[0])])
-    image.SetOrigin([float(v) for v in origin])
-    image.SetDirection([float(v) for v in direction])
-    return sitk.SmoothingRecursiveGaussian(image, target_mm)
-
-
-def register_followup_to_baseline(
-    baseline: BoolArray,
-    baseline_geom: Geometry,
-    followup: BoolArray,
-    followup_geom: Geometry,
-    params: ChangeParams,
-) -> tuple[PointMap, list[float]]:
-    """A function mapping follow-up patient points (N, 3) to baseline patient points, and the 6 rigid params."""
-    fixed = _mask_image(followup, *followup_geom, params.registration_mm)
-    moving = _mask_image(baseline, *baseline_geom, params.registration_mm)
-    initial = sitk.CenteredTransformInitializer(
-        fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS
-    )
-    reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMeanSquares()
-    reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3, numberOfIterations=100)
-    reg.SetOptimizerScalesFromPhysicalShift()
-    reg.SetInitialTransform(initial, inPlace=False)
-    transform = reg.Execute(fixed, moving)
-    log.debug("registration metric %.4f after %d iterations", reg.GetMetricValue(), reg.GetOptimizerIteration())
-
-    def mapping(points: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        return np.array([transform.TransformPoint([float(v) for v in p]) for p in np.atleast_2d(points)])
-
-    euler = sitk.Euler3DTransform(sitk.CompositeTransform(transform).GetNthTransform(0))
-    return mapping, [float(v) for v in euler.GetParameters()]
+    change_min_ml: float = 1.0
 
 
 def match(
@@ -79,25 +35,36 @@ def match(
     current_in_prior_mm: npt.NDArray[np.float64],
     prior_diam: Sequence[float],
     current_diam: Sequence[float],
-    gate_mm: float,
+    params: ChangeParams,
 ) -> list[tuple[int, int, float]]:
-    """Hungarian assignment on centroid distance; a pair is kept when within ``gate_mm`` + half the larger size."""
+    """Hungarian assignment on centroid distance, pairs within the bounded gate: (prior, current, distance)."""
     if len(prior_mm) == 0 or len(current_in_prior_mm) == 0:
         return []
     cost = np.linalg.norm(prior_mm[:, None, :] - current_in_prior_mm[None, :, :], axis=2)
-    gates = gate_mm + 0.5 * np.maximum(np.asarray(prior_diam)[:, None], np.asarray(current_diam)[None, :])
+    size = np.maximum(np.asarray(prior_diam)[:, None], np.asarray(current_diam)[None, :])
+    gates = params.gate_mm + np.minimum(0.5 * size, params.gate_size_cap_mm)
     big = float(cost.max() + gates.max() + 1.0) * 10
     rows, cols = linear_sum_assignment(np.where(cost <= gates, cost, big))
     return [(int(r), int(c), float(cost[r, c])) for r, c in zip(rows, cols) if cost[r, c] <= gates[r, c]]
 
 
 def status(prior_ml: float, current_ml: float, params: ChangeParams) -> str:
+    """grown / shrunk only when the change is large both relatively and in volume; else stable."""
     pct = percent_change(prior_ml, current_ml)
+    if abs(current_ml - prior_ml) < params.change_min_ml:
+        return "stable"
     if pct >= params.grown_pct:
         return "grown"
     if pct <= params.shrunk_pct:
         return "shrunk"
     return "stable"
+
+
+def single_time_point_status(volume_ml: float, appeared: bool, params: ChangeParams) -> str:
+    """A lesion seen at one time point only: new / resolved when large enough to tell, else indeterminate."""
+    if volume_ml < params.change_min_ml:
+        return "indeterminate"
+    return "new" if appeared else "resolved"
 
 
 def percent_change(prior_ml: float, current_ml: float) -> float:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import torch
 
 CONTEXT = 3  # adjacent slices given to the network
+MODEL_VERSION = "1"  # the architecture below; bump when it changes (old weights no longer load)
 HU_RANGE = (-1100.0, 300.0)
 
 

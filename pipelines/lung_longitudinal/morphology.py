@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 import numpy.typing as npt
@@ -62,3 +64,58 @@ def bbox(mask: BoolArray, margin: int = 0) -> tuple[slice, slice, slice] | None:
         idx = np.flatnonzero(mask.any(axis=other))
         out.append(slice(max(int(idx[0]) - margin, 0), min(int(idx[-1]) + 1 + margin, mask.shape[axis])))
     return out[0], out[1], out[2]
+
+
+def close_disk(plane: npt.NDArray[np.uint8], radius_px: float) -> npt.NDArray[np.bool_]:
+    """Closing of a binary plane with a Euclidean disk, by two distance transforms (cost independent of the
+    radius); the plane is padded so that the dilation is not cut at its edge."""
+    pad = int(np.ceil(radius_px)) + 2
+    padded = np.pad(plane, pad)
+    to_mask = cv2.distanceTransform((padded == 0).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    dilated = (to_mask <= radius_px).astype(np.uint8)
+    to_outside = cv2.distanceTransform(dilated, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return np.asarray(to_outside[pad:-pad, pad:-pad] > radius_px)
+
+
+def plane_fill(mask: BoolArray, axis: int, spacing: Sequence[float], radius_mm: float, pixel_mm: float) -> BoolArray:
+    """Per-plane closing with a disk of ``radius_mm`` and hole filling, in the planes normal to ``axis``
+    (0 axial, 1 coronal, 2 sagittal), on planes resampled to square pixels of about ``pixel_mm``."""
+    box = bbox(mask, margin=0)
+    if box is None:
+        return mask.copy()
+    crop = np.moveaxis(mask[box], axis, 0)
+    rows_mm, cols_mm = (float(s) for k, s in enumerate(spacing) if k != axis)
+    step = max(pixel_mm, min(rows_mm, cols_mm))
+    shape = crop.shape[1:]
+    size = (max(1, round(shape[1] * cols_mm / step)), max(1, round(shape[0] * rows_mm / step)))
+    out_crop = np.zeros_like(crop)
+    for k in np.flatnonzero(crop.reshape(crop.shape[0], -1).any(axis=1)):
+        small = cv2.resize(crop[k].astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
+        closed = close_disk(small, radius_mm / step)
+        filled = fill_holes_2d(closed[np.newaxis])[0]
+        back = cv2.resize(filled.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
+        out_crop[k] = back > 0
+    out = np.zeros_like(mask)
+    out[box] = np.moveaxis(out_crop, 0, axis) | mask[box]
+    return out
+
+
+def convex_hull_2d(mask: BoolArray) -> BoolArray:
+    """Per-slice convex hull of a mask."""
+    out = np.zeros_like(mask)
+    for k in np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)):
+        points = cv2.findNonZero(mask[k].astype(np.uint8))
+        plane = np.zeros(mask.shape[1:], dtype=np.uint8)
+        cv2.fillConvexPoly(plane, cv2.convexHull(points), 1)
+        out[k] = plane.astype(bool)
+    return out
+
+
+def distance_2d_mm(target: BoolArray, spacing: Sequence[float], empty: float = 1e6) -> npt.NDArray[np.float32]:
+    """Per-slice in-plane distance (mm) of every voxel to the nearest ``target`` voxel (``empty`` where a
+    slice has none)."""
+    out = np.full(target.shape, empty, dtype=np.float32)
+    step = float(min(spacing[1], spacing[2]))
+    for k in np.flatnonzero(target.reshape(target.shape[0], -1).any(axis=1)):
+        out[k] = cv2.distanceTransform((~target[k]).astype(np.uint8), cv2.DIST_L2, 5) * step
+    return out

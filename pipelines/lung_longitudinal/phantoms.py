@@ -36,6 +36,8 @@ class ChestPhantom:
     right_lung: BoolArray
     vessels: BoolArray
     lesion_masks: dict[str, BoolArray] = field(default_factory=dict)
+    hilar: BoolArray | None = None  # the large hilar vessels (inside the lungs' envelope)
+    domes: BoolArray | None = None  # the liver and spleen domes under the lung bases
 
     @property
     def voxel_ml(self) -> float:
@@ -84,6 +86,42 @@ def default_lesions(extent: Mm3) -> list[LesionSpec]:
     ]
 
 
+@dataclass(frozen=True)
+class Anatomy:
+    """What a phantom holds besides lungs, airways and small vessels: each reproduces a structure that real
+    scans have and that a lung ROI must keep out (or in).
+
+    ``hilar``: the large vessels entering each lung from the mediastinum (radius ~7 mm, soft-tissue density
+    like an unenhanced scan). ``domes``: the liver and spleen domes pushing up into the lung bases, ringed by
+    lung in the lowest axial slices. ``apex_gap_mm``: distance from the lung apices to the top of the volume
+    (negative cuts them: the top slice then holds apices beside the trachea). ``dependent_mm``: depth of a
+    consolidation along the posterior lung surface (diffuse dependent disease, as in COVID-19 pneumonia).
+    ``rotation_deg``: the patient rotated about the long axis (with ``shift_mm``: a follow-up's position).
+    """
+
+    hilar: bool = True
+    domes: bool = True
+    apex_gap_mm: float = 12.0
+    dependent_mm: float = 0.0
+    rotation_deg: float = 0.0
+
+
+def _coordinates(
+    shape: tuple[int, int, int], spacing: Mm3, centre: Mm3, shift: Mm3, rotation_deg: float
+) -> tuple[npt.NDArray[np.float32], ...]:
+    """Anatomy coordinates (z, y, x) mm of every voxel: the grid moved back by the patient's shift and rotation
+    about the long axis through ``centre`` (sparse when there is no rotation)."""
+    z, y, x = _grid(shape, spacing)
+    z, y, x = z - shift[0], y - shift[1], x - shift[2]
+    if not rotation_deg:
+        return z, y, x
+    a = np.radians(rotation_deg)
+    dy, dx = y - centre[1], x - centre[2]
+    yr = centre[1] + np.cos(a) * dy + np.sin(a) * dx
+    xr = centre[2] - np.sin(a) * dy + np.cos(a) * dx
+    return np.broadcast_to(z, np.broadcast_shapes(z.shape, yr.shape)), yr.astype(np.float32), xr.astype(np.float32)
+
+
 def make_chest_phantom(
     shape: tuple[int, int, int] = (64, 128, 128),
     spacing: Mm3 = (2.5, 2.5, 2.5),
@@ -91,66 +129,100 @@ def make_chest_phantom(
     shift_mm: Mm3 = (0.0, 0.0, 0.0),
     noise_hu: float = 20.0,
     seed: int = 0,
+    anatomy: Anatomy = Anatomy(),
 ) -> ChestPhantom:
     """Render a chest CT. ``shift_mm`` moves the whole patient (a rigid shift between time points)."""
     extent = (shape[0] * spacing[0], shape[1] * spacing[1], shape[2] * spacing[2])
     ez, ey, ex = extent
-    grid = _grid(shape, spacing)
+    cz, cy, cx = ez / 2, ey * 0.44, ex / 2
+    grid = _coordinates(shape, spacing, (cz, cy, cx), shift_mm, anatomy.rotation_deg)
     _, y, x = grid
-    sz, sy, sx = shift_mm
-    cz, cy, cx = ez / 2 + sz, ey * 0.44 + sy, ex / 2 + sx
     hu = np.full(shape, -1000.0, dtype=np.float32)
-    body = np.asarray(((y - (ey * 0.47 + sy)) / (0.31 * ey)) ** 2 + ((x - cx) / (0.43 * ex)) ** 2 <= 1.0)
-    body = np.broadcast_to(body, shape)
-    inner = np.asarray(((y - (ey * 0.47 + sy)) / (0.31 * ey - 8)) ** 2 + ((x - cx) / (0.43 * ex - 8)) ** 2 <= 1.0)
+    body = np.broadcast_to(((y - ey * 0.47) / (0.31 * ey)) ** 2 + ((x - cx) / (0.43 * ex)) ** 2 <= 1.0, shape)
+    inner = np.broadcast_to(((y - ey * 0.47) / (0.31 * ey - 8)) ** 2 + ((x - cx) / (0.43 * ex - 8)) ** 2 <= 1.0, shape)
     hu[body] = -100.0  # subcutaneous fat
-    hu[np.broadcast_to(inner, shape)] = 40.0  # muscle and mediastinum
-    table_rows = (y >= ey * 0.47 + sy + 0.31 * ey + 8) & (y <= ey * 0.47 + sy + 0.31 * ey + 16)
-    table = np.broadcast_to(table_rows & (np.abs(x - cx) <= 0.4 * ex), shape)
-    hu[table] = 250.0
-    spine = np.broadcast_to(np.asarray(((y - (cy + 0.25 * ey)) ** 2 + (x - cx) ** 2) <= 15.0**2), shape)
-    hu[spine] = 500.0
+    hu[inner] = 40.0  # muscle and mediastinum
+    table_rows = (y >= ey * 0.47 + 0.31 * ey + 8) & (y <= ey * 0.47 + 0.31 * ey + 16)
+    hu[np.broadcast_to(table_rows & (np.abs(x - cx) <= 0.4 * ex), shape)] = 250.0
+    hu[np.broadcast_to(((y - (cy + 0.25 * ey)) ** 2 + (x - cx) ** 2) <= 15.0**2, shape)] = 500.0  # spine
 
-    lung_semi_z, lung_semi_y = 0.42 * ez, 0.22 * ey
+    lung_semi_y = 0.22 * ey
+    top = ez - anatomy.apex_gap_mm
+    lung_semi_z = 0.42 * ez
+    lung_cz = top - lung_semi_z
     right_x, left_x = cx - 0.19 * ex, cx + 0.19 * ex
-    right = _ellipsoid(grid, (cz, cy, right_x), (lung_semi_z, lung_semi_y, 0.155 * ex))
-    left = _ellipsoid(grid, (cz, cy, left_x), (lung_semi_z, lung_semi_y, 0.14 * ex))
+    right = _ellipsoid(grid, (lung_cz, cy, right_x), (lung_semi_z, lung_semi_y, 0.155 * ex))
+    left = _ellipsoid(grid, (lung_cz, cy, left_x), (lung_semi_z, lung_semi_y, 0.14 * ex))
+    domes = np.zeros(shape, dtype=bool)
+    if anatomy.domes:  # liver (right, higher) and spleen (left) domes, pushing up into the lung bases
+        base = lung_cz - lung_semi_z
+        for side_x, rise, semi_x in ((right_x, 0.2 * ez, 0.13 * ex), (left_x, 0.15 * ez, 0.12 * ex)):
+            semi_z = 0.22 * ez  # a dome about as wide as the lung base, curving gently like a real diaphragm
+            domes |= _ellipsoid(grid, (base + rise - semi_z, cy, side_x), (semi_z, 0.8 * lung_semi_y, semi_x))
+        right &= ~domes
+        left &= ~domes
     lungs = right | left
     hu[lungs] = -850.0
+    hu[domes & np.broadcast_to(inner, shape)] = 60.0
 
     vessels = np.zeros(shape, dtype=bool)
-    hilum_z, hilum_y = cz + 5, cy
+    hilum_z, hilum_y = lung_cz + 5, cy
     for side_x, sign in ((right_x, -1.0), (left_x, 1.0)):
         hilum = (hilum_z, hilum_y, side_x - sign * 0.06 * ex)
         for dz, dy, dx in ((40, 25, 30), (-45, 20, 25), (30, -30, 20), (-40, -25, 35), (0, 40, 15)):
             end = (hilum_z + dz, hilum_y + dy, side_x - sign * 0.06 * ex + sign * dx)
             vessels |= _tube(grid, hilum, end, 3.0)
-    vessels &= lungs
+    hilar = np.zeros(shape, dtype=bool)
+    if anatomy.hilar:  # pulmonary artery and vein trunks from the mediastinum into each lung, then lobar branches
+        branches = {-1.0: ((18, 14), (-20, -10)), 1.0: ((18, -20), (-20, -10))}  # clear of the default lesions
+        for side_x, sign in ((right_x, -1.0), (left_x, 1.0)):
+            root = (hilum_z, hilum_y, cx + sign * 0.02 * ex)
+            hilum = (hilum_z, hilum_y, side_x - sign * 0.1 * ex)  # just inside the lung's medial surface
+            hilar |= _tube(grid, root, hilum, 7.0)
+            for dz, dy in branches[sign]:
+                hilar |= _tube(grid, hilum, (hilum_z + dz, hilum_y + dy, side_x + sign * 0.02 * ex), 5.0)
+    vessels = (vessels | hilar) & lungs
     hu[vessels] = 40.0
 
-    carina = (cz + 0.25 * ez, cy - 0.05 * ey, cx)
+    carina = (lung_cz + 0.25 * ez, cy - 0.05 * ey, cx)
     airway = _tube(grid, (ez + 10.0, carina[1], cx), carina, 8.0)
     for side_x in (right_x, left_x):
-        airway |= _tube(grid, carina, (cz + 0.12 * ez, cy - 0.02 * ey, side_x + 0.4 * (cx - side_x)), 5.5)
+        airway |= _tube(grid, carina, (lung_cz + 0.12 * ez, cy - 0.02 * ey, side_x + 0.4 * (cx - side_x)), 5.5)
     hu[airway] = -1000.0
 
     masks: dict[str, BoolArray] = {}
+    if anatomy.dependent_mm > 0:  # the posterior rim of both lungs, below the hila, consolidated
+        behind = np.broadcast_to(y > cy + lung_semi_y - anatomy.dependent_mm, shape)
+        low = np.broadcast_to(grid[0] < hilum_z, shape)
+        dependent = lungs & behind & low
+        hu[dependent] = 25.0
+        masks["dependent"] = dependent
     for spec in lesions if lesions is not None else default_lesions(extent):
-        center = (spec.center_mm[0] + sz, spec.center_mm[1] + sy, spec.center_mm[2] + sx)
-        sphere = _ellipsoid(grid, center, (spec.radius_mm,) * 3) & lungs
+        sphere = _ellipsoid(grid, spec.center_mm, (spec.radius_mm,) * 3) & lungs
         hu[sphere] = spec.hu
         masks[spec.name] = sphere
     rng = np.random.default_rng(seed)
     hu += rng.normal(0.0, noise_hu, size=shape).astype(np.float32)
-    return ChestPhantom(hu=hu, spacing=spacing, left_lung=left, right_lung=right, vessels=vessels, lesion_masks=masks)
+    return ChestPhantom(
+        hu=hu,
+        spacing=spacing,
+        left_lung=np.asarray(left),
+        right_lung=np.asarray(right),
+        vessels=np.asarray(vessels),
+        lesion_masks=masks,
+        hilar=np.asarray(hilar & lungs),
+        domes=np.asarray(domes),
+    )
 
 
 def longitudinal_pair(
     shape: tuple[int, int, int] = (64, 128, 128),
     spacing: Mm3 = (2.5, 2.5, 2.5),
     shift_mm: Mm3 = (5.0, 5.0, -5.0),
+    rotation_deg: float = 3.0,
 ) -> tuple[ChestPhantom, ChestPhantom]:
-    """(baseline, follow-up): one lesion grows (r 8→12 mm), one resolves, one is new; the patient is shifted."""
+    """(baseline, follow-up): one lesion grows (r 8→12 mm), one resolves, one is new, one stays; the patient
+    is shifted and rotated, and the noise is new."""
     ez, ey, ex = (shape[0] * spacing[0], shape[1] * spacing[1], shape[2] * spacing[2])
     cz, cy, cx = ez / 2, ey * 0.44, ex / 2
     right_x, left_x = cx - 0.19 * ex, cx + 0.19 * ex
@@ -169,5 +241,45 @@ def longitudinal_pair(
     ]
     return (
         make_chest_phantom(shape, spacing, baseline, seed=1),
-        make_chest_phantom(shape, spacing, follow, shift_mm=shift_mm, seed=2),
+        make_chest_phantom(
+            shape, spacing, follow, shift_mm=shift_mm, seed=2, anatomy=Anatomy(rotation_deg=rotation_deg)
+        ),
     )
+
+
+def rigid_move(
+    hu: npt.NDArray[np.float32],
+    spacing: Mm3,
+    angle_deg: float,
+    shift_mm: Mm3,
+    noise_hu: float,
+    seed: int = 0,
+) -> npt.NDArray[np.float32]:
+    """The same anatomy scanned again: rotated by ``angle_deg`` about the patient's long axis (through the
+    volume's centre), shifted by ``shift_mm`` (z, y, x) and re-noised (fresh Gaussian noise of ``noise_hu``).
+    Air outside the body is filled in where the motion uncovers the volume's edge."""
+    import SimpleITK as sitk  # noqa: N813
+
+    image = sitk.GetImageFromArray(hu.astype(np.float32))
+    image.SetSpacing((spacing[2], spacing[1], spacing[0]))
+    centre = image.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in image.GetSize()])
+    transform = sitk.Euler3DTransform()
+    transform.SetCenter(centre)
+    transform.SetRotation(0.0, 0.0, float(np.radians(angle_deg)))
+    transform.SetTranslation((-shift_mm[2], -shift_mm[1], -shift_mm[0]))  # resampling maps output to input
+    moved = sitk.GetArrayFromImage(sitk.Resample(image, image, transform, sitk.sitkBSpline, -1000.0))
+    rng = np.random.default_rng(seed)
+    return np.asarray(moved + rng.normal(0.0, noise_hu, size=moved.shape), dtype=np.float32)
+
+
+def add_sphere(
+    hu: npt.NDArray[np.float32], spacing: Mm3, centre_mm: Mm3, radius_mm: float, value_hu: float, seed: int = 0
+) -> tuple[npt.NDArray[np.float32], BoolArray]:
+    """``hu`` with a sphere (centre (z, y, x) mm on the index grid) set to ``value_hu`` plus the local noise
+    level; returns the new volume and the sphere's mask."""
+    shape = (int(hu.shape[0]), int(hu.shape[1]), int(hu.shape[2]))
+    sphere = _ellipsoid(_grid(shape, spacing), centre_mm, (radius_mm,) * 3)
+    out = hu.copy()
+    rng = np.random.default_rng(seed)
+    out[sphere] = value_hu + rng.normal(0.0, 15.0, size=int(sphere.sum())).astype(np.float32)
+    return out, sphere

@@ -1,19 +1,21 @@
 """``lung_longitudinal``: lung CT quantification and change over time (patent 003).
 
-Per time point: lung ROI (dense disease kept), normal lung (density band, or the learned network when its
-weights are configured and verified), abnormal = ROI − normal cleaned of vessels and tiny parts, lesions.
-Across time points: rigid registration to the most recent prior, Hungarian matching, change status, and
-tracking identities that stay with each lesion. Marking per the patent's three types.
+Per time point: lung ROI (dense disease kept, airways, hilum and abdominal domes out), normal lung (density
+band, or the learned network when its weights are verified), abnormal = ROI − normal cleaned of vessels and
+tiny parts, lesions. Across time points: rigid registration to the most recent prior (its quality checked),
+Hungarian matching with a bounded gate, change status with volume and relative thresholds, and tracking
+identities that stay with each lesion (taken from the prior's earlier result when there is one). Marking per
+the patent's three types. Lungs cut by the field of view, images that are not a chest CT, or headers without
+the pixel spacing are "not assessable", with the reason.
 
-Config parameters (``ctx.params``): hu_band ("well_aerated" | "ards_normal") or hu_low + hu_high;
-weights_file, weights_sha256; vessel_radius_mm, min_lesion_ml, closing_mm; gate_mm, grown_pct, shrunk_pct;
-large_region_ml, many_count, share_threshold.
+Parameters: see ``README.md`` (and :mod:`pipelines.lung_longitudinal.settings`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,28 +23,29 @@ import numpy as np
 
 from dicomnode.errors import PipelineInputError, WeightsError
 from dicomnode.plugins.api import (
-    ImageSeries,
+    Compute,
+    Environment,
+    ModelInfo,
+    NotAssessable,
     OutputKind,
+    PipelineBase,
     PipelineInputs,
     PipelineResult,
     PriorSpec,
-    PriorStudy,
-    ProducedBy,
+    Requirements,
     RunContext,
     Selector,
     Volume,
-    verified_weights,
+    WeightsSpec,
 )
 from pipelines.lung_longitudinal import results
-from pipelines.lung_longitudinal.abnormal import AbnormalParams
 from pipelines.lung_longitudinal.analysis import NormalFn, TimePoint, analyse
+from pipelines.lung_longitudinal.comparison import compare_with_prior, prior_lesions, trend_row
 from pipelines.lung_longitudinal.geometry import superior_is_last
-from pipelines.lung_longitudinal.longitudinal import ChangeParams, interval_days, register_followup_to_baseline
-from pipelines.lung_longitudinal.marking import MarkingParams, choose_marking
-from pipelines.lung_longitudinal.normal import HuBand, band_from_params
-from pipelines.lung_longitudinal.roi import RoiParams, lung_roi
-from pipelines.lung_longitudinal.summary import render
-from pipelines.lung_longitudinal.tracking import compare, identify
+from pipelines.lung_longitudinal.marking import choose_marking
+from pipelines.lung_longitudinal.settings import Settings, settings_from_params
+from pipelines.lung_longitudinal.summary import SummaryInput, render
+from pipelines.lung_longitudinal.tracking import identify
 from pipelines.lung_longitudinal.train import WEIGHTS_FILE, train
 
 log = logging.getLogger(__name__)
@@ -55,234 +58,177 @@ CHEST_CT = Selector(
     max_slice_thickness_mm=3.0,  # thicker slices blur small lesions and bias the density band
 )
 
-
-def _float(params: Mapping[str, Any], key: str, default: float) -> float:
-    value = params.get(key, default)
-    try:
-        return float(value)
-    except (TypeError, ValueError) as exc:
-        raise PipelineInputError(f"parameter {key} must be a number, got {value!r}") from exc
+NORMAL_LUNG = WeightsSpec("normal_lung", WEIGHTS_FILE, description="2.5D U-Net trained on normal lung only")
 
 
-class LungLongitudinalPipeline:
+@dataclass
+class LearnedNormal:
+    """The loaded normal-lung network (``setup``'s state): reused by every run of this worker."""
+
+    network: Any
+    device: str
+    model: ModelInfo
+
+
+class LungLongitudinalPipeline(PipelineBase):
     name = "lung_longitudinal"
-    version = "1.0.0"
+    version = "2.0.0"
     description = "Lung CT: lung ROI, normal/abnormal lung, lesions and their change since prior studies"
     selector = CHEST_CT
     produces = frozenset({OutputKind.SR, OutputKind.SEG, OutputKind.SUMMARY})
-    requires: tuple[str, ...] = ()
     priors: PriorSpec | None = PriorSpec(selector=CHEST_CT, max_priors=2)
+    requirements = Requirements(compute=Compute.GPU_OPTIONAL, memory_mb=3072, weights=(NORMAL_LUNG,))
 
-    def is_available(self) -> tuple[bool, str]:
-        return True, (
-            "classical density-band path always available; the learned normal-lung network is used "
-            "when weights_file/weights_sha256 are configured and verify"
-        )
+    def is_available(self, env: Environment) -> tuple[bool, str]:
+        status = env.weights.get(NORMAL_LUNG.name)
+        if status is not None and status.ok:
+            learned = "learned normal-lung network ready"
+        else:
+            learned = f"learned network not used ({status.reason if status is not None else 'not configured'})"
+        return True, f"classical density-band path always available; {learned}"
+
+    def setup(self, ctx: RunContext) -> LearnedNormal | None:
+        """Load the normal-lung network once per worker; None (classical path) when its weights are not usable."""
+        try:
+            path = ctx.weights_path(NORMAL_LUNG.name)
+        except WeightsError as exc:
+            log.info("lung_longitudinal.classical reason=%s", exc)
+            return None
+        from pipelines.lung_longitudinal import model as net
+
+        status = ctx.weights[NORMAL_LUNG.name]
+        info = ModelInfo(NORMAL_LUNG.name, net.MODEL_VERSION, status.sha256 or "")
+        return LearnedNormal(net.load(path, ctx.device), ctx.device, info)
 
     def train(self, data_dir: Path, output_dir: Path, options: Mapping[str, str]) -> Path:
         return train(data_dir, output_dir, options)
 
+    @staticmethod
+    def _normal_fn(ctx: RunContext) -> tuple[NormalFn | None, str, ModelInfo | None]:
+        state = ctx.state
+        if isinstance(state, LearnedNormal):
+            from pipelines.lung_longitudinal import model as net
+
+            def normal(hu: np.ndarray, roi: np.ndarray) -> np.ndarray:
+                return net.predict_normal(state.network, hu, roi, state.device)
+
+            return normal, f"learned normal-lung network (sha256 {state.model.sha256[:12]})", state.model
+        status = ctx.weights.get(NORMAL_LUNG.name)
+        reason = status.reason if status is not None else "no weights configured"
+        return None, f"classical density band; learned network not used: {reason}", None
+
     # ----------------------------------------------------------------------------------------- run
-    def _normal_fn(self, ctx: RunContext) -> tuple[NormalFn | None, str]:
-        sha = ctx.params.get("weights_sha256")
-        if not sha:
-            return None, "no learned weights configured (weights_sha256 unset)"
-        filename = str(ctx.params.get("weights_file", WEIGHTS_FILE))
-        try:
-            path = verified_weights(ctx, filename, str(sha))
-        except WeightsError as exc:
-            log.warning("lung_longitudinal: learned weights rejected, classical path used: %s", exc)
-            return None, f"learned weights rejected: {exc}"
-        from pipelines.lung_longitudinal import model as net
-
-        network = net.load(path, ctx.device)
-        return (lambda hu, roi: net.predict_normal(network, hu, roi, ctx.device)), f"learned weights {filename}"
-
     def run(self, inputs: PipelineInputs, ctx: RunContext) -> PipelineResult:
+        settings = settings_from_params(ctx.params)
         series = inputs.primary
         if series.modality != "CT":
-            raise PipelineInputError(f"lung_longitudinal needs CT, got {series.modality or 'no modality'}")
-        p = ctx.params
-        band = band_from_params(p.get("hu_band"), p.get("hu_low"), p.get("hu_high"))
-        roi_params = RoiParams(closing_mm=_float(p, "closing_mm", RoiParams.closing_mm))
-        abn_params = AbnormalParams(
-            _float(p, "vessel_radius_mm", AbnormalParams.vessel_radius_mm),
-            _float(p, "min_lesion_ml", AbnormalParams.min_lesion_ml),
-        )
-        change = ChangeParams(
-            _float(p, "gate_mm", ChangeParams.gate_mm), _float(p, "grown_pct", 25.0), _float(p, "shrunk_pct", -25.0)
-        )
-        marking_params = MarkingParams(
-            _float(p, "large_region_ml", 100.0), int(_float(p, "many_count", 5)), _float(p, "share_threshold", 0.5)
-        )
-        normal_fn, path_reason = self._normal_fn(ctx)
-        produced_by = ProducedBy.LEARNED if normal_fn is not None else ProducedBy.CLASSICAL
-        volume = series.volume()
-        current = analyse(volume, band, roi_params, abn_params, normal_fn)
+            return _refuse(NotAssessable.WRONG_ANATOMY, f"this is not a CT (modality {series.modality or 'missing'})")
+        if len(series.datasets) < settings.min_slices:
+            return _refuse(
+                NotAssessable.TOO_FEW_FRAMES,
+                f"{len(series.datasets)} images cannot hold both lungs (at least {settings.min_slices} are needed)",
+            )
+        try:
+            volume = series.volume()
+        except PipelineInputError as exc:
+            return _refuse(NotAssessable.MISSING_INFORMATION, f"the images cannot be read as one volume: {exc}")
+        if not volume.pixel_spacing_known:
+            return _refuse(
+                NotAssessable.MISSING_INFORMATION, "the images carry no pixel spacing: volumes in mL are unknown"
+            )
+        normal_fn, path_reason, learned = self._normal_fn(ctx)
+        current = analyse(volume, settings.band, settings.roi, settings.abnormal, normal_fn)
+        refusal = _check_lungs(current, settings, path_reason)
+        if refusal is not None:
+            return refusal
+        return self._report(inputs, volume, current, settings, normal_fn, path_reason, learned)
+
+    def _report(
+        self,
+        inputs: PipelineInputs,
+        volume: Volume,
+        current: TimePoint,
+        settings: Settings,
+        normal_fn: NormalFn | None,
+        path_reason: str,
+        learned: ModelInfo | None,
+    ) -> PipelineResult:
+        series = inputs.primary
         study_uid = series.study_instance_uid
         study_date = str(series.first.get("StudyDate", "") or "")
-        marking = choose_marking([les.volume_ml for les in current.lesions], current.volumes["roi_ml"], marking_params)
-
-        prior = inputs.priors[0] if inputs.priors else None
-        trend_rows = [self._trend_row(pr, band, roi_params, abn_params) for pr in reversed(inputs.priors)]
-        trend = [row for row in trend_rows if row is not None]
-        comparison: dict[str, Any] | None = None
-        if prior is None:
-            rows, resolved = identify(current.lesions, study_uid), list[dict[str, Any]]()
-            next_number = len(rows) + 1
-        else:
-            rows, resolved, next_number, comparison = self._compare(
-                prior, volume, current, study_uid, study_date, band, roi_params, abn_params, change
-            )
-        trend.append({"date": study_date, "study_uid": study_uid, **current.volumes, "lesions": len(rows)})
-
-        marked = current.abnormal if marking.marked_region == "abnormal" else current.roi.lungs & ~current.abnormal
-        image = render(
-            volume.array,
-            volume.spacing,
-            marked,
-            marking.marked_region,
-            _focus(current),
-            trend,
-            superior_is_last(volume.direction),
+        marking = choose_marking(
+            [les.volume_ml for les in current.lesions], current.volumes["roi_ml"], settings.marking
         )
+        rows: list[dict[str, Any]] = identify(current.lesions, study_uid)
+        resolved: list[dict[str, Any]] = []
+        next_number = len(rows) + 1
+        comparison: dict[str, Any] | None = None
+        prior = inputs.priors[0] if inputs.priors else None
+        found = prior_lesions(prior, settings, normal_fn) if prior is not None else None
+        if prior is not None and found is not None:
+            rows, resolved, next_number, comparison = compare_with_prior(
+                prior, found, volume, current, study_uid, study_date, settings
+            )
+        trend = [
+            row
+            for pr in reversed(inputs.priors)
+            if (row := trend_row(pr, settings, found if pr is prior else None)) is not None
+        ]
+        trend.append({"date": study_date, "study_uid": study_uid, **current.volumes, "lesions": len(rows)})
         details = {
-            "produced_by": produced_by.value,
+            "produced_by": "learned" if learned is not None else "classical",
             "path_reason": path_reason,
-            "hu_band": {"name": band.name, "low": band.low, "high": band.high},
+            "hu_band": {"name": settings.band.name, "low": settings.band.low, "high": settings.band.high},
             "study_uid": study_uid,
             "study_date": study_date,
             "time_point": current.volumes_json(),
             "roi_centroid_mm": list(current.roi_centroid_mm),
             "roi_notes": current.notes,
+            "field_of_view": {"cut_fraction": current.roi.fov.cut_fraction, "text": current.roi.fov.describe()},
             "marking": {"type": marking.type, "marked_region": marking.marked_region, "reason": marking.reason},
             "lesions": rows,
             "resolved": resolved,
             "next_lesion_number": next_number,
             "comparison": comparison,
+            "prior_without_result_or_images": prior is not None and found is None,
             "trend": trend,
         }
+        image = render(
+            SummaryInput(volume, current, rows, marking, trend, comparison, superior_is_last(volume.direction))
+        )
+        prior_uids = [prior.study_instance_uid] if prior is not None and found is not None else []
         return results.build(
-            series,
+            volume,
+            study_uid,
+            series.series_instance_uid,
             current,
             details,
-            band,
+            settings.band,
             marking,
-            produced_by,
+            learned,
             image,
-            [prior.study_instance_uid] if prior is not None else [],
+            prior_uids,
         )
 
-    # ----------------------------------------------------------------------------------------- priors
-    @staticmethod
-    def _prior_volume(prior: PriorStudy) -> Volume | None:
-        candidates: list[ImageSeries] = [s for s in prior.series if s.modality == "CT"]
-        if not candidates:
-            return None
-        best = max(candidates, key=lambda s: len(s.datasets))
-        return best.volume()
 
-    def _trend_row(
-        self, prior: PriorStudy, band: HuBand, roi_params: RoiParams, abn_params: AbnormalParams
-    ) -> dict[str, Any] | None:
-        previous = prior.previous_result.details if prior.previous_result is not None else {}
-        if "time_point" in previous:
-            return {
-                "date": prior.study_date,
-                "study_uid": prior.study_instance_uid,
-                **previous["time_point"],
-                "lesions": len(previous.get("lesions", [])),
-            }
-        vol = self._prior_volume(prior)
-        if vol is None:
-            return None
-        tp = analyse(vol, band, roi_params, abn_params)
-        return {
-            "date": prior.study_date,
-            "study_uid": prior.study_instance_uid,
-            **tp.volumes,
-            "lesions": len(tp.lesions),
-        }
-
-    def _compare(
-        self,
-        prior: PriorStudy,
-        volume: Volume,
-        current: TimePoint,
-        study_uid: str,
-        study_date: str,
-        band: HuBand,
-        roi_params: RoiParams,
-        abn_params: AbnormalParams,
-        change: ChangeParams,
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int, dict[str, Any]]:
-        previous = prior.previous_result.details if prior.previous_result is not None else {}
-        prior_vol = self._prior_volume(prior)
-        if "lesions" in previous:
-            prior_rows = list(previous["lesions"])
-            next_number = int(previous.get("next_lesion_number", len(prior_rows) + 1))
-            source = "previous result"
-            prior_lungs = (
-                lung_roi(prior_vol.array, prior_vol.spacing, prior_vol.origin, prior_vol.direction, roi_params).lungs
-                if prior_vol is not None
-                else None
-            )
-        elif prior_vol is not None:
-            tp = analyse(prior_vol, band, roi_params, abn_params)
-            prior_rows = identify(tp.lesions, prior.study_instance_uid)
-            next_number = len(prior_rows) + 1
-            source = "prior series analysed"
-            prior_lungs = tp.roi.lungs
-        else:
-            raise PipelineInputError(f"prior study {prior.study_instance_uid} has neither CT series nor result")
-        if prior_lungs is not None and prior_vol is not None and prior_lungs.any() and current.roi.lungs.any():
-            to_prior, rigid = register_followup_to_baseline(
-                prior_lungs,
-                (prior_vol.spacing, prior_vol.origin, prior_vol.direction),
-                current.roi.lungs,
-                (volume.spacing, volume.origin, volume.direction),
-                change,
-            )
-            method = "rigid registration of lung masks (SimpleITK)"
-        else:
-            shift = np.asarray(previous.get("roi_centroid_mm", current.roi_centroid_mm)) - np.asarray(
-                current.roi_centroid_mm
-            )
-
-            def to_prior(points: np.ndarray) -> np.ndarray:
-                return np.asarray(points) + shift
-
-            rigid, method = [0.0, 0.0, 0.0, *shift.tolist()], "lung centroid translation"
-        days = interval_days(prior.study_date, study_date)
-        rows, resolved = compare(prior_rows, next_number, current.lesions, to_prior, study_uid, days, change)
-        next_number += sum(1 for r in rows if r.get("status") == "new")
-        comparison = {
-            "prior_study_uid": prior.study_instance_uid,
-            "prior_study_date": prior.study_date,
-            "interval_days": days,
-            "prior_source": source,
-            "registration": {"method": method, "euler_parameters": rigid},
-            "matching": [
-                {"tracking_id": r["tracking_id"], "status": r["status"], "distance_mm": r.get("match_distance_mm")}
-                for r in [*rows, *resolved]
-            ],
-        }
-        return rows, resolved, next_number, comparison
+def _refuse(reason: Any, text: str, details: dict[str, Any] | None = None) -> PipelineResult:
+    log.info("lung_longitudinal.not_assessable reason=%s", reason.value)
+    return PipelineResult.not_assessable(reason, f"Not assessable: {text}.", details=details or {"reason": text})
 
 
-def _focus(tp: TimePoint) -> tuple[int, int, int]:
-    """Where the summary views cut: through the largest abnormal component, else the lungs' centre."""
-    from scipy import ndimage as ndi
-
-    mask = tp.abnormal if tp.abnormal.any() else tp.roi.lungs
-    if not mask.any():
-        shape = mask.shape
-        return shape[0] // 2, shape[1] // 2, shape[2] // 2
-    if tp.abnormal.any():
-        labels, _ = ndi.label(tp.abnormal)
-        sizes = np.bincount(labels.ravel())
-        sizes[0] = 0
-        mask = labels == int(sizes.argmax())
-    c = ndi.center_of_mass(mask)
-    z, y, x = (int(np.rint(v)) for v in c)
-    return z, y, x
+def _check_lungs(current: TimePoint, settings: Settings, path_reason: str) -> PipelineResult | None:
+    """A refusal when no lungs were found or the field of view cuts too much of them."""
+    details = {
+        "roi_notes": current.notes,
+        "path_reason": path_reason,
+        "field_of_view": {"cut_fraction": current.roi.fov.cut_fraction, "text": current.roi.fov.describe()},
+    }
+    if current.volumes["roi_ml"] <= 0:
+        return _refuse(NotAssessable.WRONG_ANATOMY, "no lungs were found in these images", details)
+    if current.roi.fov.cut_fraction > settings.max_fov_cut:
+        text = (
+            f"the lungs are not fully in the field of view: {current.roi.fov.describe()}; "
+            f"more than {100 * settings.max_fov_cut:.0f} % would make every volume too small"
+        )
+        return _refuse(NotAssessable.OUTSIDE_FIELD_OF_VIEW, text, {**details, "reason": text})
+    return None

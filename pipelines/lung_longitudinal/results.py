@@ -1,4 +1,4 @@
-"""Typed results: the label map (4 non-overlapping segments) and the TID 1500 finding groups."""
+"""Typed results: two label maps (the lungs' four parts; one segment per lesion) and the TID 1500 groups."""
 
 from __future__ import annotations
 
@@ -11,13 +11,16 @@ import numpy.typing as npt
 from dicomnode.plugins.api import (
     Code,
     FindingGroup,
-    ImageSeries,
     LabelMap,
     Measurement,
+    ModelInfo,
     PipelineResult,
     ProducedBy,
     QualitativeFinding,
     Segment,
+    SegmentRef,
+    Volume,
+    local_code,
     stable_uid,
 )
 from pipelines.lung_longitudinal import codes
@@ -27,10 +30,11 @@ from pipelines.lung_longitudinal.normal import HuBand
 
 # One label per voxel; each lung = its normal ∪ abnormal labels, normal lung = labels 1 ∪ 3.
 LEFT_NORMAL, LEFT_ABNORMAL, RIGHT_NORMAL, RIGHT_ABNORMAL = 1, 2, 3, 4
-ABNORMAL_LABEL = {"left": LEFT_ABNORMAL, "right": RIGHT_ABNORMAL}
+LUNG_MAP = "lungs"
+LESION_MAP = "lesions"  # label = the lesion's number ("Lesion n"), so the SEG and the SR name it alike
 
 
-def label_map(tp: TimePoint, series_uid: str) -> LabelMap:
+def lung_label_map(tp: TimePoint, volume: Volume) -> LabelMap:
     array = np.zeros(tp.abnormal.shape, dtype=np.uint8)
     array[tp.roi.left] = LEFT_NORMAL
     array[tp.roi.right] = RIGHT_NORMAL
@@ -42,7 +46,28 @@ def label_map(tp: TimePoint, series_uid: str) -> LabelMap:
         Segment(RIGHT_NORMAL, "Right lung, normal", codes.ANATOMICAL_STRUCTURE, codes.RIGHT_LUNG),
         Segment(RIGHT_ABNORMAL, "Right lung, abnormal", codes.MORPHOLOGICALLY_ALTERED, codes.LESION),
     ]
-    return LabelMap(array, segments, series_uid)
+    return LabelMap.on_volume(array, segments, volume, name=LUNG_MAP)
+
+
+def lesion_label_map(tp: TimePoint, rows: list[dict[str, Any]], volume: Volume) -> LabelMap | None:
+    """One segment per current lesion, labelled with its number and carrying its tracking identity."""
+    if not rows:
+        return None
+    numbers = np.array([0, *[int(r["number"]) for r in rows]], dtype=np.int64)
+    dtype = np.uint8 if numbers.max() < 256 else np.uint16
+    array: npt.NDArray[np.integer[Any]] = numbers[tp.lesion_labels].astype(dtype)
+    segments = [
+        Segment(
+            int(r["number"]),
+            r["tracking_id"],
+            codes.MORPHOLOGICALLY_ALTERED,
+            codes.OPACITY,
+            tracking_id=r["tracking_id"],
+            tracking_uid=r["tracking_uid"],
+        )
+        for r in rows
+    ]
+    return LabelMap.on_volume(array, segments, volume, name=LESION_MAP)
 
 
 def _ml(name: Code, value: float) -> Measurement:
@@ -50,37 +75,41 @@ def _ml(name: Code, value: float) -> Measurement:
 
 
 def time_point_group(
-    study_uid: str, series_uid: str, tp: TimePoint, band: HuBand, marking: Marking, produced_by: ProducedBy
+    study_uid: str, series_uid: str, tp: TimePoint, band: HuBand, marking: Marking, learned: ModelInfo | None
 ) -> FindingGroup:
+    """Volumes of one time point; with the learned path, the ROI volumes stay classical (only normal and
+    abnormal lung come from the network)."""
     v = tp.volumes
-    local = codes.LOCAL
+    roi_path = ProducedBy.CLASSICAL if learned is not None else None
     return FindingGroup(
         tracking_id="Lung quantification",
         tracking_uid=stable_uid(study_uid, series_uid, "lung_longitudinal", "time point"),
         finding=codes.LUNG,
+        finding_site=codes.LUNG,
         measurements=[
-            _ml(codes.LUNG_VOLUME, v["roi_ml"]),
-            _ml(codes.LEFT_LUNG_VOLUME, v["left_ml"]),
-            _ml(codes.RIGHT_LUNG_VOLUME, v["right_ml"]),
+            Measurement(codes.LUNG_VOLUME, v["roi_ml"], codes.ML, produced_by=roi_path),
+            Measurement(codes.LEFT_LUNG_VOLUME, v["left_ml"], codes.ML, produced_by=roi_path),
+            Measurement(codes.RIGHT_LUNG_VOLUME, v["right_ml"], codes.ML, produced_by=roi_path),
             _ml(codes.NORMAL_LUNG_VOLUME, v["normal_ml"]),
             _ml(codes.ABNORMAL_LUNG_VOLUME, v["abnormal_ml"]),
             Measurement(codes.VOLUME_RATIO, v["abnormal_ratio_pct"], codes.PERCENT),
         ],
         qualitative=[
-            QualitativeFinding(codes.HU_BAND, Code(f"BAND-{band.low:.0f}-{band.high:.0f}", local, band.describe())),
+            QualitativeFinding(codes.HU_BAND, local_code(f"band-{band.low:.0f}-{band.high:.0f}", band.describe())),
             QualitativeFinding(
                 codes.MARKING_TYPE,
-                Code(f"MARK-{marking.type}", local, f"Type {marking.type}: mark {marking.marked_region} lung"),
+                local_code(f"mark-{marking.type}", f"Type {marking.type}: mark {marking.marked_region} lung"),
             ),
-            QualitativeFinding(codes.PRODUCED_BY, Code(produced_by.value.upper(), local, f"{produced_by.value} path")),
         ],
+        model=learned.name if learned is not None else None,
     )
 
 
-def lesion_group(row: dict[str, Any]) -> FindingGroup:
+def lesion_group(row: dict[str, Any], learned: ModelInfo | None) -> FindingGroup:
     side = row.get("side", "right")
+    current = row.get("status") not in ("resolved",) and row.get("volume_ml", 0.0) > 0
     measurements = [_ml(codes.VOLUME, row["volume_ml"])]
-    if row.get("status") != "resolved":
+    if current:
         measurements += [
             Measurement(codes.LONG_AXIS, row["longest_diameter_mm"], codes.MM),
             Measurement(codes.ATTENUATION, row["mean_hu"], codes.HU, derivation=codes.MEAN),
@@ -99,57 +128,85 @@ def lesion_group(row: dict[str, Any]) -> FindingGroup:
         tracking_uid=row["tracking_uid"],
         finding=codes.OPACITY,
         finding_site=codes.LEFT_LUNG if side == "left" else codes.RIGHT_LUNG,
+        laterality=codes.LEFT if side == "left" else codes.RIGHT,
         measurements=measurements,
         qualitative=qualitative,
-        segment_label=None if row.get("status") == "resolved" else ABNORMAL_LABEL[side],
+        segment=SegmentRef(LESION_MAP, int(row["number"])) if current else None,
+        model=learned.name if learned is not None else None,
     )
 
 
-def _text(details: dict[str, Any]) -> str:
+STATUS_WORDS = {
+    "new": "new",
+    "grown": "grown",
+    "shrunk": "shrunk",
+    "stable": "no change",
+    "resolved": "gone",
+    "indeterminate": "too small to call a change",
+}
+
+
+def sentence(details: dict[str, Any]) -> str:
     v = details["time_point"]
     band = details["hu_band"]
     lines = [
-        f"Lung volume {v['roi_ml']:.0f} mL (left {v['left_ml']:.0f}, right {v['right_ml']:.0f}); "
-        f"abnormal {v['abnormal_ml']:.1f} mL = {v['abnormal_ratio_pct']:.2f} % "
-        f"(normal band {band['low']:.0f} to {band['high']:.0f} HU, {details['produced_by']} path).",
+        f"Lungs {v['roi_ml']:.0f} mL (left {v['left_ml']:.0f}, right {v['right_ml']:.0f}); "
+        f"abnormal {v['abnormal_ml']:.1f} mL = {v['abnormal_ratio_pct']:.1f} % of the lungs "
+        f"(normal lung: {band['low']:.0f} to {band['high']:.0f} HU, {details['produced_by']} path).",
         f"Marking type {details['marking']['type']}: {details['marking']['marked_region']} lung marked.",
     ]
+    comparison = details.get("comparison")
+    if comparison:
+        quality = comparison["registration"]
+        lines.append(
+            f"Compared with {comparison['prior_study_date'] or 'the prior'}: registration {quality['quality']} "
+            f"({quality['reason']})."
+        )
     for row in [*details["lesions"], *details["resolved"]]:
-        change = f", {row['status']}" if "status" in row else ""
-        lines.append(f"{row['tracking_id']}: {row['volume_ml']:.2f} mL, {row.get('side', '?')}{change}")
+        change = f", {STATUS_WORDS[row['status']]}" if "status" in row else ""
+        lines.append(f"{row['tracking_id']}: {row['volume_ml']:.1f} mL, {row.get('side', '?')} lung{change}")
     return "\n".join(lines)
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return json_safe(value.item())
     return value
 
 
 def build(
-    series: ImageSeries,
+    volume: Volume,
+    study_uid: str,
+    series_uid: str,
     tp: TimePoint,
     details: dict[str, Any],
     band: HuBand,
     marking: Marking,
-    produced_by: ProducedBy,
+    learned: ModelInfo | None,
     image: npt.NDArray[np.uint8],
     prior_uids: list[str],
 ) -> PipelineResult:
-    details = _json_safe(details)
-    groups = [time_point_group(series.study_instance_uid, series.series_instance_uid, tp, band, marking, produced_by)]
-    groups += [lesion_group(row) for row in [*details["lesions"], *details["resolved"]]]
+    details = json_safe(details)
+    groups = [time_point_group(study_uid, series_uid, tp, band, marking, learned)]
+    groups += [lesion_group(row, learned) for row in [*details["lesions"], *details["resolved"]]]
+    maps = [lung_label_map(tp, volume)]
+    lesions = lesion_label_map(tp, details["lesions"], volume)
+    if lesions is not None:
+        maps.append(lesions)
     return PipelineResult(
-        produced_by=produced_by,
+        produced_by=ProducedBy.LEARNED if learned is not None else ProducedBy.CLASSICAL,
         groups=groups,
-        label_map=label_map(tp, series.series_instance_uid),
+        label_maps=maps,
         summary_image=image,
         summary_title="Lung quantification and change",
-        text=_text(details),
+        text=sentence(details),
         prior_study_uids=prior_uids,
         details=details,
+        models=[learned] if learned is not None else [],
     )

@@ -1,8 +1,12 @@
 """Lung region of interest: the lungs inside the pleural envelope, dense disease included, airways excluded.
 
-Steps: body mask → air inside the body → lung-like air components (big enough, not pure gas such as bowel)
-→ trachea and main bronchi removed by region growing from the trachea → left/right split → per-slice closing
-and hole filling per lung so that consolidations touching the pleura stay inside.
+Steps: body (field-of-view cuts allowed, see :mod:`body`) → air inside the body → lung-like air components
+(big enough, not pure gas such as bowel, not just under the skin) → trachea and main bronchi removed
+(:mod:`airway`) → left/right split → each lung's envelope: what a per-slice closing and hole filling add
+(consolidation at the pleura, dense lesions, vessels), kept only where it is also enclosed in a coronal or a
+sagittal plane (a liver or spleen dome is ringed by lung in an axial slice, never from above), and, for
+concavities, only on the chest-wall side (the hilum opens towards the mediastinum). The mediastinum is the
+tissue between the two lungs' envelopes; the abnormal-lung step keeps the hilum's vessels out.
 """
 
 from __future__ import annotations
@@ -16,14 +20,18 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage as ndi
 
-from pipelines.lung_longitudinal.geometry import index_to_patient, superior_is_last
+from pipelines.lung_longitudinal.airway import AirwayParams, find_airway
+from pipelines.lung_longitudinal.body import Body, BodyParams, FovCut, find_body, fov_cut
+from pipelines.lung_longitudinal.geometry import index_to_patient
 from pipelines.lung_longitudinal.morphology import (
     BoolArray,
     bbox,
+    convex_hull_2d,
     disk,
+    distance_2d_mm,
     fill_holes_2d,
-    largest_component,
     per_slice,
+    plane_fill,
     radius_px,
 )
 
@@ -34,24 +42,33 @@ log = logging.getLogger(__name__)
 class RoiParams:
     """Thresholds of the ROI step (HU, mL, mm)."""
 
-    body_hu: float = -500.0
     air_hu: float = -400.0
     min_lung_ml: float = 20.0
+    min_lung_ml_per_mm: float = 0.1  # of scan length, for scans shorter than 200 mm
+    satellite_min_ml: float = 0.1  # air pockets this big, within satellite_mm of the lungs, belong to them
+    satellite_mm: float = 20.0
     gas_p10_hu: float = -985.0  # components whose 10th percentile is below this are pure gas (bowel), not lung
-    airway_hu: tuple[float, ...] = (-950.0, -975.0, -990.0)
-    max_airway_ml: float = 250.0
-    trachea_max_area_mm2: float = 800.0
     min_wall_mm: float = 12.0  # lungs lie behind the chest wall: air this close to the skin is not lung
     closing_mm: float = 30.0
+    confirm_closing_mm: float = 20.0  # a dome's summit curves wider than this; a pleural lesion's notch does not
     pleural_grow_mm: float = 6.0  # pleural fills are grown this far towards the lung's convex hull
-    closing_pixel_mm: float = 1.5  # the closing runs on slices resampled to about this pixel size
+    closing_pixel_mm: float = 1.5  # the closings run on planes resampled to about this pixel size
+    airway_wall_mm: float = 3.0
+    posterior_share: float = 0.3  # the posterior part of the lungs' depth where the gutters by the spine lie
+    body: BodyParams = field(default_factory=BodyParams)
+    airway: AirwayParams = field(default_factory=AirwayParams)
 
 
 @dataclass
 class LungRoi:
+    """Left and right lung ROI, the airway lumen removed, the mediastinum beside them (for the hilum), and
+    how much of the lungs the field of view cuts."""
+
     left: BoolArray
     right: BoolArray
     airway: BoolArray
+    mediastinum: BoolArray
+    fov: FovCut
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -59,70 +76,55 @@ class LungRoi:
         return np.asarray(self.left | self.right)
 
 
-def body_mask(hu: npt.NDArray[np.float32], params: RoiParams) -> BoolArray:
-    """The patient's body (largest dense component, holes filled per slice): excludes outside air and the table."""
-    return fill_holes_2d(largest_component(hu > params.body_hu))
-
-
-def skin_distance_mm(body: BoolArray, spacing: Sequence[float]) -> npt.NDArray[np.float32]:
-    """In-plane distance (mm) of every body voxel to the outside of the body, slice by slice."""
-    out = np.zeros(body.shape, dtype=np.float32)
-    for k in np.flatnonzero(body.reshape(body.shape[0], -1).any(axis=1)):
-        plane = np.pad(body[k].astype(np.uint8), 1)
-        out[k] = cv2.distanceTransform(plane, cv2.DIST_L2, 5)[1:-1, 1:-1] * float(min(spacing[1], spacing[2]))
-    return out
-
-
 def _lung_components(
-    hu: npt.NDArray[np.float32], air: BoolArray, skin_mm: npt.NDArray[np.float32], voxel_ml: float, params: RoiParams
+    hu: npt.NDArray[np.float32],
+    air: BoolArray,
+    skin_mm: npt.NDArray[np.float32],
+    spacing: Sequence[float],
+    params: RoiParams,
 ) -> BoolArray:
+    """Air components that are lung: big, not pure gas, not just under the skin; then the small air pockets
+    near them that pass the same tests (diffuse disease breaks the aerated lung into pieces)."""
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    # a lung-sized component: 20 mL in a whole chest, less in a short scan (a few slices of diffuse disease)
+    min_ml = min(params.min_lung_ml, params.min_lung_ml_per_mm * air.shape[0] * float(spacing[0]))
     labels, n = ndi.label(air)
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    keep: list[int] = []
+    main: list[int] = []
+    small: list[int] = []
     for index, sl in enumerate(ndi.find_objects(labels), start=1):
-        if sl is None or sizes[index] * voxel_ml < params.min_lung_ml:
+        if sl is None or sizes[index] * voxel_ml < params.satellite_min_ml:
             continue
         inside = labels[sl] == index
         if float(np.percentile(hu[sl][inside], 10)) < params.gas_p10_hu:
             continue  # pure gas without parenchyma: bowel or a gap outside the patient
         if float(np.median(skin_mm[sl][inside])) < params.min_wall_mm:
             continue  # air just under the skin or between the patient and the table
-        keep.append(index)
-    return np.isin(labels, keep) if keep else np.zeros_like(air)
-
-
-def find_airway(
-    hu: npt.NDArray[np.float32],
-    lungs: BoolArray,
-    spacing: Sequence[float],
-    direction: Sequence[float],
-    params: RoiParams,
-) -> tuple[BoolArray, str]:
-    """Trachea and bronchi lumen grown from the trachea's top slice; empty when no trachea is in the scan."""
-    slices = np.flatnonzero(lungs.reshape(lungs.shape[0], -1).any(axis=1))
-    if slices.size == 0:
-        return np.zeros_like(lungs), "no lung air"
-    top = int(slices[-1] if superior_is_last(direction) else slices[0])
-    area = float(lungs[top].sum()) * spacing[1] * spacing[2]
-    if area > params.trachea_max_area_mm2:
-        return np.zeros_like(lungs), f"no trachea at the top slice (air area {area:.0f} mm²): airways kept"
-    voxel_ml = float(np.prod(spacing)) / 1000.0
-    for threshold in params.airway_hu:
-        lumen = lungs & (hu < threshold)
-        seeds = np.zeros_like(lumen)
-        seeds[top] = lumen[top]
-        if not seeds.any():
-            continue
-        labels, _ = ndi.label(lumen)
-        airway = np.isin(labels, np.unique(labels[seeds]))
-        airway &= labels > 0
-        if airway.sum() * voxel_ml <= params.max_airway_ml:
-            return airway, f"airways grown below {threshold:.0f} HU"
-    return np.zeros_like(lungs), "airway growing leaked into the lungs: airways kept"
+        (main if sizes[index] * voxel_ml >= min_ml else small).append(index)
+    if not main:
+        return np.zeros_like(air)
+    lungs = np.isin(labels, main)
+    if small:
+        near = distance_2d_mm(lungs, spacing) <= params.satellite_mm
+        pieces = np.isin(labels, small) & near
+        lungs |= np.isin(labels, np.unique(labels[pieces]))
+    return lungs
 
 
 def _split_joined(component: BoolArray, max_erosions: int = 12) -> tuple[BoolArray, BoolArray] | None:
     """Split one component holding both lungs by eroding until it falls apart, then nearest-seed assignment."""
+    box = bbox(component, margin=1)
+    if box is None:
+        return None
+    parts = _split_crop(component[box], max_erosions)
+    if parts is None:
+        return None
+    out = (np.zeros_like(component), np.zeros_like(component))
+    out[0][box], out[1][box] = parts
+    return out
+
+
+def _split_crop(component: BoolArray, max_erosions: int) -> tuple[BoolArray, BoolArray] | None:
     eroded = component
     for _ in range(max_erosions):
         eroded = ndi.binary_erosion(eroded)
@@ -145,6 +147,14 @@ def column_x(
     """Patient x (+ = patient left) of every column of the first row of the first slice."""
     cols = np.stack([np.zeros(n_columns), np.zeros(n_columns), np.arange(n_columns)], axis=1).astype(np.float64)
     return index_to_patient(cols, spacing, origin, direction)[:, 0]
+
+
+def row_y(
+    n_rows: int, spacing: Sequence[float], origin: Sequence[float], direction: Sequence[float]
+) -> npt.NDArray[np.float64]:
+    """Patient y (+ = posterior) of every row of the first column of the first slice."""
+    rows = np.stack([np.zeros(n_rows), np.arange(n_rows), np.zeros(n_rows)], axis=1).astype(np.float64)
+    return index_to_patient(rows, spacing, origin, direction)[:, 1]
 
 
 def _left_fraction(mask: BoolArray, left_cols: npt.NDArray[np.bool_]) -> float:
@@ -184,59 +194,46 @@ def split_sides(lungs: BoolArray, left_cols: npt.NDArray[np.bool_]) -> tuple[Boo
     return left, right, note
 
 
-def _close_slices(side: BoolArray, spacing: Sequence[float], params: RoiParams) -> BoolArray:
-    """Per-slice closing with a large disk, on slices downsampled to ~closing_pixel_mm for speed."""
-    factor = max(1, int(params.closing_pixel_mm // min(spacing[1], spacing[2])))
-    box = bbox(side, margin=0)
-    if box is None:
-        return side.copy()
-    zs, ys, xs = box
-    crop = side[zs, ys, xs]
-    small = crop[:, ::factor, ::factor]
-    kernel = disk(radius_px(params.closing_mm, (spacing[1] * factor, spacing[2] * factor)))
-    closed = per_slice(small, cv2.MORPH_CLOSE, kernel)
-    up = np.repeat(np.repeat(closed, factor, axis=1), factor, axis=2)[:, : crop.shape[1], : crop.shape[2]]
-    out = np.zeros_like(side)
-    out[zs, ys, xs] = up
-    return out
-
-
-def _wall_side(added: BoolArray, skin_mm: npt.NDArray[np.float32], midline_cols: npt.NDArray[np.float64]) -> BoolArray:
-    """Of the voxels a closing added, those nearer the chest wall than the midline (pleural, not hilar)."""
-    return np.asarray(added & (skin_mm < midline_cols[np.newaxis, np.newaxis, :]))
-
-
-def convex_hull_2d(mask: BoolArray) -> BoolArray:
-    """Per-slice convex hull of a mask."""
-    out = np.zeros_like(mask)
-    for k in np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)):
-        points = cv2.findNonZero(mask[k].astype(np.uint8))
-        plane = np.zeros(mask.shape[1:], dtype=np.uint8)
-        cv2.fillConvexPoly(plane, cv2.convexHull(points), 1)
-        out[k] = plane.astype(bool)
-    return out
+def mediastinum(
+    left: BoolArray, right: BoolArray, body: BoolArray, rows_y: npt.NDArray[np.float64], params: RoiParams
+) -> BoolArray:
+    """Per slice, the tissue between the two lungs (inside both lungs' joint convex hull, outside each lung's
+    own hull), without the posterior gutters beside the spine (pleura there faces the chest wall)."""
+    lungs = left | right
+    between = convex_hull_2d(lungs) & ~convex_hull_2d(left) & ~convex_hull_2d(right) & body & ~lungs
+    rows = np.flatnonzero(lungs.any(axis=(0, 2)))
+    if rows.size == 0:
+        return between
+    y_lungs = rows_y[rows]
+    front, back = float(y_lungs.min()), float(y_lungs.max())
+    cut = front + (1.0 - params.posterior_share) * (back - front) if back > front else back
+    posterior = rows_y > cut  # patient +y is posterior whichever way the rows run
+    return np.asarray(between & ~posterior[np.newaxis, :, np.newaxis])
 
 
 def _envelope(
-    side: BoolArray,
-    body: BoolArray,
-    skin_mm: npt.NDArray[np.float32],
-    spacing: Sequence[float],
-    midline_cols: npt.NDArray[np.float64],
-    params: RoiParams,
+    side: BoolArray, body: BoolArray, wall_side: BoolArray, spacing: Sequence[float], params: RoiParams
 ) -> BoolArray:
-    """One lung's ROI: its air, enclosed holes (dense lesions, vessels) and pleural concavities on the wall side.
+    """One lung's ROI: its air, what an axial closing and hole filling add (dense lesions, vessels, pleural
+    consolidation, the dense lung between the aerated pockets of diffuse disease), each confirmed in a coronal
+    or a sagittal plane (a liver or spleen dome is ringed by lung in an axial slice, never from above).
 
     A closing leaves a shallow rim of a pleural consolidation outside (the disk cannot reach the bottom of a
-    wide notch); growing the fill a few mm inside the lung's convex hull recovers it.
+    wide notch); growing the fill a few mm inside the lung's convex hull recovers it. Concavities are filled
+    only on the chest-wall side (``wall_side``: nearer the skin than the body's midline): the hilum and the
+    heart's notch open towards the mediastinum. Holes (enclosed in the slice) are filled wherever they are.
     """
-    closed = fill_holes_2d(_close_slices(side, spacing, params) | side) & body
+    axial = plane_fill(side, 0, spacing, params.closing_mm, params.closing_pixel_mm) & body
     holes = fill_holes_2d(side) & ~side
-    added = _wall_side(closed & ~side & ~holes, skin_mm, midline_cols)
+    added = axial & ~side & ~holes & wall_side
     grow_kernel = disk(radius_px(params.pleural_grow_mm, (spacing[1], spacing[2])))
-    grown = per_slice(added, cv2.MORPH_DILATE, grow_kernel) & convex_hull_2d(side) & body
-    grown = _wall_side(grown & ~side, skin_mm, midline_cols)
-    return np.asarray(side | holes | added | grown)
+    grown = per_slice(added, cv2.MORPH_DILATE, grow_kernel) & convex_hull_2d(side) & body & ~side & wall_side
+    candidates = holes | added | grown
+    if not candidates.any():
+        return side.copy()
+    confirmed = plane_fill(side, 1, spacing, params.confirm_closing_mm, params.closing_pixel_mm)
+    confirmed |= plane_fill(side, 2, spacing, params.confirm_closing_mm, params.closing_pixel_mm)
+    return np.asarray(side | (candidates & confirmed))
 
 
 def lung_roi(
@@ -248,32 +245,45 @@ def lung_roi(
 ) -> LungRoi:
     """The lung ROI of a chest CT (z, y, x HU volume); left and right lungs are disjoint."""
     params = params or RoiParams()
-    voxel_ml = float(np.prod(spacing)) / 1000.0
-    body = body_mask(hu, params)
-    skin_mm = skin_distance_mm(body, spacing)
-    lungs_full = _lung_components(hu, (hu < params.air_hu) & body, skin_mm, voxel_ml, params)
+    body: Body = find_body(hu, spacing, params.body)
+    lungs_full = _lung_components(hu, (hu < params.air_hu) & body.mask, body.skin_mm, spacing, params)
+    empty = np.zeros_like(lungs_full)
+    notes = ["the body reaches the edge of the field of view"] if body.cut_by_fov else []
     margin = int(np.ceil((params.closing_mm + params.pleural_grow_mm) / min(spacing[1], spacing[2]))) + 2
     box = bbox(lungs_full, margin=margin)
-    empty = np.zeros_like(lungs_full)
     if box is None:
-        return LungRoi(empty, empty.copy(), empty.copy(), ["no lung-like air found"])
+        return LungRoi(
+            empty,
+            empty.copy(),
+            empty.copy(),
+            empty.copy(),
+            fov_cut(empty, body.measured, spacing),
+            [*notes, "no lung-like air found"],
+        )
     box = (slice(max(box[0].start - 1, 0), min(box[0].stop + 1, hu.shape[0])), box[1], box[2])
-    lungs, hu_c, body_c, skin_c = lungs_full[box], hu[box], body[box], skin_mm[box]
+    lungs, hu_c, body_c = lungs_full[box], hu[box], body.mask[box]
     del lungs_full
-    notes: list[str] = []
-    airway, airway_note = find_airway(hu_c, lungs, spacing, direction, params)
-    notes.append(airway_note)
-    lungs &= ~airway
     cols_x = column_x(hu.shape[2], spacing, origin, direction)
-    per_col = body.sum(axis=(0, 1)).astype(np.float64)
+    per_col = body.mask.sum(axis=(0, 1)).astype(np.float64)
     midline = float((cols_x * per_col).sum() / max(per_col.sum(), 1.0))
     cols_x = cols_x[box[2]]
+    midline_col = float(np.argmin(np.abs(cols_x - midline)))
+    airway, airway_note = find_airway(hu_c, lungs, spacing, direction, midline_col, params.airway)
+    notes.append(airway_note)
+    lungs &= ~airway
     left, right, split_note = split_sides(lungs, cols_x > midline)
     notes.append(split_note)
-    midline_cols = np.abs(cols_x - midline)
-    left_env = _envelope(left, body_c, skin_c, spacing, midline_cols, params) & ~airway
-    right_env = _envelope(right, body_c, skin_c, spacing, midline_cols, params) & ~airway & ~left_env
+    # the airway lumen and its wall (a few mm around the lumen) are not lung
+    wall = per_slice(airway, cv2.MORPH_DILATE, disk(radius_px(params.airway_wall_mm, (spacing[1], spacing[2]))))
+    not_lung = (wall & ~lungs) | airway
+    wall_side = body.skin_mm[box] < np.abs(cols_x - midline)[np.newaxis, np.newaxis, :]
+    left_env = _envelope(left, body_c, wall_side, spacing, params) & ~not_lung
+    right_env = _envelope(right, body_c, wall_side, spacing, params) & ~not_lung & ~left_env
+    rows_y = row_y(hu.shape[1], spacing, origin, direction)[box[1]]
+    between = mediastinum(left_env, right_env, body_c | not_lung, rows_y, params)
     log.debug("lung ROI: %s", "; ".join(notes))
-    out = LungRoi(empty, empty.copy(), empty.copy(), notes)
+    out = LungRoi(empty, empty.copy(), empty.copy(), empty.copy(), fov_cut(empty, body.measured, spacing), notes)
     out.left[box], out.right[box], out.airway[box] = left_env, right_env, airway
+    out.mediastinum[box] = between & ~left_env & ~right_env
+    out.fov = fov_cut(out.lungs, body.measured, spacing)
     return out

@@ -1,5 +1,6 @@
-"""The learned path of lung_longitudinal: train a tiny normal-lung network, load it checksum-verified, reject a
-wrong checksum (classical path, and the result says why)."""
+"""The learned path of lung_longitudinal: train a tiny normal-lung network, load it once in ``setup`` from the
+verified weights the node reports (contract v2), run it, and take the classical path, saying why, when the node
+reports the weights unusable."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from dicomnode.plugins.api import ImageSeries, PipelineInputs, ProducedBy, RunContext
+from dicomnode.plugins.api import Environment, ImageSeries, PipelineInputs, ProducedBy, RunContext, WeightsStatus
+from dicomnode.plugins.weights import verify_file
 from dicomnode.synthetic import write_ct_series
 from pipelines.lung_longitudinal.normal import BANDS, normal_by_band
 from pipelines.lung_longitudinal.phantoms import LesionSpec, make_chest_phantom
@@ -53,7 +55,12 @@ def trained(tmp_path_factory):
         )
     out = tmp_path_factory.mktemp("weights")
     torch.manual_seed(0)
-    path = LungLongitudinalPipeline().train(data, out, {"iterations": "60", "batch": "4", "base": "8", "seed": "0"})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny network: more threads only contend on a shared machine
+    try:
+        path = LungLongitudinalPipeline().train(data, out, {"iterations": "60", "batch": "4", "base": "8", "seed": "0"})
+    finally:
+        torch.set_num_threads(threads)
     return path, json.loads((out / "training_log.json").read_text())
 
 
@@ -75,18 +82,41 @@ def _series(tmp_path) -> ImageSeries:
     return ImageSeries([pydicom.dcmread(p) for p in paths], paths)
 
 
+def _context(status: WeightsStatus, sha: str) -> RunContext:
+    return RunContext(params={"normal_lung_sha256": sha}, weights={"normal_lung": status})
+
+
 def test_verified_weights_give_learned_path(trained, tmp_path):
     path, log = trained
-    ctx = RunContext(params={"weights_sha256": log["sha256"]}, weights_dir=path.parent)
-    result = LungLongitudinalPipeline().run(PipelineInputs([_series(tmp_path)]), ctx)
-    assert result.produced_by is ProducedBy.LEARNED
+    status = WeightsStatus("normal_lung", True, "verified", verify_file(path, log["sha256"]), log["sha256"])
+    pipeline = LungLongitudinalPipeline()
+    ctx = _context(status, log["sha256"])
+    assert "ready" in pipeline.is_available(Environment(weights={"normal_lung": status}))[1]
+    ctx.state = pipeline.setup(ctx)  # loaded once per worker
+    assert ctx.state is not None
+    series = _series(tmp_path)
+    result = pipeline.run(PipelineInputs([series]), ctx)
+    assert result.produced_by is ProducedBy.LEARNED and result.overall_produced_by is ProducedBy.MIXED
     assert result.details["produced_by"] == "learned"
+    assert [m.name for m in result.models] == ["normal_lung"] and result.models[0].sha256 == log["sha256"]
+    quantification = result.groups[0]
+    assert quantification.model == "normal_lung"
+    paths = {m.name.meaning: m.produced_by for m in quantification.measurements}
+    assert paths["Lung volume"] is ProducedBy.CLASSICAL and paths["Abnormal lung volume"] is None  # group's path
     assert result.details["time_point"]["roi_ml"] > 0
+    # the same weights on the classical path give a different normal lung only where the network differs
+    classical = pipeline.run(PipelineInputs([series]), RunContext())
+    assert classical.produced_by is ProducedBy.CLASSICAL
+    assert classical.details["time_point"]["roi_ml"] == result.details["time_point"]["roi_ml"]
 
 
-def test_wrong_checksum_falls_back_to_classical(trained, tmp_path):
+def test_unusable_weights_fall_back_to_classical(trained, tmp_path):
     path, _ = trained
-    ctx = RunContext(params={"weights_sha256": "0" * 64}, weights_dir=path.parent)
-    result = LungLongitudinalPipeline().run(PipelineInputs([_series(tmp_path)]), ctx)
-    assert result.produced_by is ProducedBy.CLASSICAL
-    assert "rejected" in result.details["path_reason"]
+    status = WeightsStatus("normal_lung", False, f"weights file {path} has sha256 ab12..., expected 0000...")
+    pipeline = LungLongitudinalPipeline()
+    ctx = _context(status, "0" * 64)
+    ctx.state = pipeline.setup(ctx)
+    assert ctx.state is None
+    result = pipeline.run(PipelineInputs([_series(tmp_path)]), ctx)
+    assert result.produced_by is ProducedBy.CLASSICAL and result.models == []
+    assert "sha256" in result.details["path_reason"] and "classical" in result.details["path_reason"]
