@@ -44,13 +44,8 @@ def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float
 
 def run_on_phantom(phantom: Phantom, path: Path, **write_options: Any) -> PipelineResult:
     """Write ``phantom`` as DICOM at ``path``, read it back and run the pipeline on it."""
-    write_radiograph(
-        phantom.stored,
-        path,
-        photometric=phantom.photometric,
-        bits_stored=phantom.bits_stored,
-        **write_options,
-    )
+    options: dict[str, Any] = {"pixel_spacing": (phantom.mm_per_px, phantom.mm_per_px), **write_options}
+    write_radiograph(phantom.stored, path, photometric=phantom.photometric, bits_stored=phantom.bits_stored, **options)
     ds = pydicom.dcmread(path)
     return HandXrayPipeline().run(PipelineInputs(series=[ImageSeries([ds], [path])]), RunContext())
 

@@ -1,28 +1,28 @@
 """hand_xray: find the hands on a hand radiograph, read the lead L/R markers, keep the left hand (patent 000).
 
-Classical image processing only: min/max normalisation, morphology, Otsu, limb count by component areas,
-marker letters by corners + k-means + contour counting, split along the perpendicular bisector of the hand
-centroids, anatomical fallback by thumb side. The cropped left hand goes to bone age as a DerivedImage.
+Classical image processing only: min/max normalisation, morphology, Otsu (three classes, so the fingers'
+soft tissue stays in), limb count by component areas, a hand/not-hand check by the digits, marker letters read
+at their physical size (contour counting: R has 2 contours, L has 1; corners and k-means group them), the
+split along the perpendicular bisector of the hand centroids, the thumb-side fallback, and a crop that keeps
+every finger. The cropped left hand goes to bone age as the DerivedImage "left_hand". A limb that is not a
+hand, or an image too small to read, is "not assessable", with the reason.
 
 Parameters (``ctx.params``, defaults in :data:`DEFAULTS`):
   work_size              longest side of the working image in pixels (1024)
   kernel_px              morphological cleaning kernel (3)
   min_limb_fraction      smallest limb as a fraction of the image area (0.01)
   two_limb_area_ratio    smaller/larger of the two largest components for "two limbs" (0.35)
-  marker_min_size        smallest letter, fraction of the shorter image side (0.02)
-  marker_max_size        largest letter, fraction of the shorter image side (0.16)
-  marker_bright_margin   lead threshold = max - margin * (max - Otsu level) (0.3)
-  marker_min_contrast    letter minus rim, 8-bit display units (40)
+  marker_min_mm          smallest letter height accepted, mm (5; lead letters are 8-15 mm)
+  marker_max_mm          largest letter height accepted, mm (22)
+  marker_min_contrast    letter above the bone level, in bone-to-soft-tissue steps (0.35)
   marker_split_fraction  k-means centre distance / image width above which there are two markers (0.06)
-  crop_margin            margin around the kept hand, fraction of its box size (0.05)
+  crop_margin_mm         margin around the kept hand's outline, mm (5)
+  crop_margin            the margin as a share of the hand's size when the spacing is unknown (0.04)
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,29 +31,23 @@ from pydicom import Dataset
 
 from dicomnode.plugins.api import (
     DerivedImage,
+    Environment,
     ImageSeries,
+    NotAssessable,
     OutputKind,
+    PipelineBase,
     PipelineInputError,
     PipelineInputs,
     PipelineResult,
-    PriorSpec,
     ProducedBy,
+    Provides,
     RunContext,
     Selector,
 )
 from pipelines.hand_xray import report
-from pipelines.hand_xray.limbs import LimbCount, find_limbs
-from pipelines.hand_xray.markers import Marker, MarkerParams, find_markers
-from pipelines.hand_xray.preprocess import WorkImage, prepare
-from pipelines.hand_xray.split import (
-    Laterality,
-    Selection,
-    bisector_half,
-    decide_laterality,
-    header_disagreements,
-    select_left,
-)
-from pipelines.hand_xray.summary import draw_summary
+from pipelines.hand_xray.analysis import Analysis, NotAHand, analyse
+from pipelines.hand_xray.split import bisector_half
+from pipelines.hand_xray.summary import refusal_picture, summary_picture
 
 log = logging.getLogger(__name__)
 
@@ -62,25 +56,14 @@ DEFAULTS: dict[str, float] = {
     "kernel_px": 3,
     "min_limb_fraction": 0.01,
     "two_limb_area_ratio": 0.35,
-    "marker_min_size": 0.02,
-    "marker_max_size": 0.16,
-    "marker_bright_margin": 0.3,
-    "marker_min_contrast": 40.0,
+    "marker_min_mm": 5.0,
+    "marker_max_mm": 22.0,
+    "marker_min_contrast": 0.35,
     "marker_split_fraction": 0.06,
-    "crop_margin": 0.05,
+    "crop_margin_mm": 5.0,
+    "crop_margin": 0.04,
 }
-
-# flags that lower confidence in the laterality (no_left_hand does not: the side is known, it is just right)
-LOW_CONFIDENCE_FLAGS = frozenset(
-    {
-        "marker_missing",
-        "anatomical_fallback",
-        "markers_conflict",
-        "anatomy_ambiguous",
-        "marker_disagrees_with_image_laterality",
-        "marker_disagrees_with_description",
-    }
-)
+MIN_SIDE_PX = 64  # smaller images (icons, thumbnails) hold no readable hand
 
 
 def _params(ctx: RunContext) -> dict[str, float]:
@@ -94,83 +77,30 @@ def _params(ctx: RunContext) -> dict[str, float]:
     return merged
 
 
-def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
-    value: Any = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
-    try:
-        row, col = (float(v) for v in value)
-    except (TypeError, ValueError):
-        return None
-    return (row, col) if row > 0 and col > 0 else None
-
-
-@dataclass
-class Analysis:
-    """Everything one run found, on the working grid and mapped to the source grid."""
-
-    ds: Dataset
-    frame: npt.NDArray[np.float32]
-    work: WorkImage
-    limbs: LimbCount
-    markers: list[Marker]
-    laterality: Laterality
-    selection: Selection
-    crop: tuple[int, int, int, int]  # (row0, col0, row1, col1) on the source grid
-    confidence: str
-    spacing: tuple[float, float] | None
-
-
-def _crop_box(
-    analysis_shape: tuple[int, int], box: tuple[int, int, int, int], scale: float, margin: float
-) -> tuple[int, int, int, int]:
-    """The kept limb's working box, with a margin, on the source grid as (row0, col0, row1, col1)."""
-    rows, cols = analysis_shape
-    x0, y0, x1, y1 = box
-    pad_x, pad_y = margin * (x1 - x0), margin * (y1 - y0)
-    c0 = max(0, math.floor((x0 - pad_x) / scale))
-    r0 = max(0, math.floor((y0 - pad_y) / scale))
-    c1 = min(cols, math.ceil((x1 + pad_x) / scale))
-    r1 = min(rows, math.ceil((y1 + pad_y) / scale))
-    return r0, c0, r1, c1
+def pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
+    """PixelSpacing, else ImagerPixelSpacing (mm per pixel, row and column), or None when neither is usable."""
+    for key in ("PixelSpacing", "ImagerPixelSpacing"):
+        value: Any = ds.get(key)
+        try:
+            row, col = (float(v) for v in value)
+        except (TypeError, ValueError):
+            continue
+        if row > 0 and col > 0:
+            return row, col
+    return None
 
 
 def _first_image(series: ImageSeries) -> tuple[Dataset, npt.NDArray[np.float32]]:
     ordered = sorted(series.datasets, key=lambda d: int(d.get("InstanceNumber", 0) or 0))
-    frames = ImageSeries(ordered[:1]).frames()
+    first = ordered[0]
+    index = next((i for i, d in enumerate(series.datasets) if d is first), 0)
+    files = [series.files[index]] if index < len(series.files) else []
+    frames = ImageSeries([first], files).frames()
     if not frames or frames[0].ndim != 2:
         raise PipelineInputError("hand_xray needs a 2D image")
     if len(series.datasets) > 1 or len(frames) > 1:
         log.info("hand_xray.first_image_only instances=%d frames=%d", len(series.datasets), len(frames))
-    return ordered[0], frames[0]
-
-
-def analyse(ds: Dataset, frame: npt.NDArray[np.float32], params: Mapping[str, float]) -> Analysis:
-    """The method of the patent on one image."""
-    work = prepare(frame, ds, work_size=int(params["work_size"]), kernel_px=int(params["kernel_px"]))
-    limbs = find_limbs(
-        work.foreground,
-        min_limb_fraction=params["min_limb_fraction"],
-        two_limb_area_ratio=params["two_limb_area_ratio"],
-    )
-    marker_params = MarkerParams(
-        min_size=params["marker_min_size"],
-        max_size=params["marker_max_size"],
-        bright_margin=params["marker_bright_margin"],
-        min_contrast=params["marker_min_contrast"],
-        split_fraction=params["marker_split_fraction"],
-    )
-    markers = find_markers(work, marker_params)
-    view = str(ds.get("ViewPosition", "") or "PA")
-    laterality = decide_laterality(limbs.limbs, markers, view)
-    header = str(ds.get("ImageLaterality", "") or ds.get("Laterality", "") or "")
-    descriptions = [str(ds.get(k, "") or "") for k in ("SeriesDescription", "StudyDescription", "ProtocolName")]
-    laterality.flags.extend(header_disagreements([m.letter for m in markers], header, descriptions))
-    selection = select_left(limbs.limbs, laterality, work.foreground.shape)
-    kept = limbs.limbs[selection.index]
-    crop = _crop_box(frame.shape, kept.box, work.scale, params["crop_margin"])
-    low = any(flag in LOW_CONFIDENCE_FLAGS for flag in laterality.flags)
-    return Analysis(
-        ds, frame, work, limbs, markers, laterality, selection, crop, "low" if low else "high", _pixel_spacing(ds)
-    )
+    return first, frames[0]
 
 
 def left_hand_image(analysis: Analysis) -> DerivedImage:
@@ -183,7 +113,7 @@ def left_hand_image(analysis: Analysis) -> DerivedImage:
         keep = limbs[analysis.selection.index].centroid
         other = limbs[1 - analysis.selection.index].centroid
         local = ((keep[0] / scale - c0, keep[1] / scale - r0), (other[0] / scale - c0, other[1] / scale - r0))
-        half = bisector_half(pixels.shape, local[0], local[1])
+        half = bisector_half((pixels.shape[0], pixels.shape[1]), local[0], local[1])
         background = analysis.work.modality[~analysis.work.foreground & ~analysis.work.excluded]
         level = float(np.median(background)) if background.size else float(pixels.min())
         pixels[~half] = level
@@ -197,52 +127,42 @@ def left_hand_image(analysis: Analysis) -> DerivedImage:
     )
 
 
-def summary_picture(analysis: Analysis) -> npt.NDArray[np.uint8]:
-    work = analysis.work
-    kept = analysis.limbs.limbs[analysis.selection.index]
-    r0, c0, r1, c1 = analysis.crop
-    s = work.scale
-    box = (round(c0 * s), round(r0 * s), round(c1 * s) - 1, round(r1 * s) - 1)
-    letters = ", ".join(m.letter for m in analysis.markers) or "none"
-    lines = [
-        f"limbs: {analysis.limbs.count}  markers: {letters}",
-        f"kept: {analysis.selection.side} hand  confidence: {analysis.confidence}",
-    ]
-    if analysis.laterality.flags:
-        lines.append("flags: " + ", ".join(analysis.laterality.flags))
-    return draw_summary(
-        work.display,
-        split_line=analysis.selection.split_line,
-        markers=analysis.markers,
-        kept_outline=kept.mask,
-        kept_box=box,
-        lines=lines,
-    )
-
-
-class HandXrayPipeline:
+class HandXrayPipeline(PipelineBase):
     """Hand radiograph preparation for bone age: limb count, L/R markers, the left hand kept (classical)."""
 
     name = "hand_xray"
-    version = "1.0.0"
+    version = "2.0.0"
     description = (
-        "Counts the limbs on a hand radiograph, reads the lead L/R markers by their contours, splits the image "
-        "between two hands and keeps the left one (flagging a missing or contradicting marker)."
+        "Counts the limbs on a hand radiograph, checks that they are hands, reads the lead L/R markers, splits "
+        "the image between two hands and keeps the left one with every finger (flagging a missing or "
+        "contradicting marker); not assessable for images that show no hand."
     )
     selector = Selector(modalities=("DX", "CR", "OT"), body_parts=("HAND",), image_type_excludes=("LOCALIZER",))
     produces = frozenset({OutputKind.SR, OutputKind.SUMMARY})
-    requires: tuple[str, ...] = ()
-    priors: PriorSpec | None = None
+    provides = (Provides("left_hand", "the kept left hand, cropped, for bone age"),)
 
-    def is_available(self) -> tuple[bool, str]:
+    def is_available(self, env: Environment) -> tuple[bool, str]:
         return True, "classical image processing, no weights needed"
 
     def run(self, inputs: PipelineInputs, ctx: RunContext) -> PipelineResult:
         params = _params(ctx)
         ds, frame = _first_image(inputs.primary)
-        analysis = analyse(ds, frame, params)
+        if min(frame.shape) < MIN_SIDE_PX:
+            return PipelineResult.not_assessable(
+                NotAssessable.INSUFFICIENT_QUALITY,
+                f"Not assessable: the image is {frame.shape[1]} x {frame.shape[0]} pixels, too small to show a hand.",
+                details={"rows": int(frame.shape[0]), "columns": int(frame.shape[1])},
+            )
+        spacing = pixel_spacing(ds)
+        try:
+            found = analyse(ds, frame, params, spacing)
+        except PipelineInputError as exc:  # no limb-sized foreground at all
+            return PipelineResult.not_assessable(NotAssessable.WRONG_ANATOMY, f"Not assessable: {exc}.")
+        if isinstance(found, NotAHand):
+            return self._refuse(found)
+        analysis = found
         log.info(
-            "hand_xray.done limbs=%d markers=%d kept=%s confidence=%s flags=%s",
+            "hand_xray.done limbs=%d markers=%d kept=%s confidence=%.2f flags=%s",
             analysis.limbs.count,
             len(analysis.markers),
             analysis.selection.side,
@@ -257,4 +177,16 @@ class HandXrayPipeline:
             text=report.sentence(analysis),
             derived_images=[left_hand_image(analysis)],
             details=report.details(analysis),
+        )
+
+    @staticmethod
+    def _refuse(found: NotAHand) -> PipelineResult:
+        text = f"Not assessable: this image does not show a hand ({found.reason})."
+        log.info("hand_xray.not_assessable reason=wrong_anatomy limbs=%d", found.limbs.count)
+        return PipelineResult.not_assessable(
+            NotAssessable.WRONG_ANATOMY,
+            text,
+            details=report.refusal_details(found),
+            summary_image=refusal_picture(found, text),
+            groups=report.refusal_groups(found),
         )

@@ -37,6 +37,8 @@ class WorkImage:
     excluded: npt.NDArray[np.bool_]
     otsu_level: float
     scale: float
+    bone_level: float = 255.0  # the upper threshold of the three-class Otsu: bone (and lead) above it
+    display_range: tuple[float, float] = (0.0, 1.0)  # the display values that map to 0 and 255
 
 
 def _first_number(value: Any) -> float | None:
@@ -110,6 +112,36 @@ def _otsu(values: Gray) -> float:
     return float(level)
 
 
+def otsu_three(values: Gray) -> tuple[float, float]:
+    """The two thresholds of a three-class Otsu (background / soft tissue / bone): maximal between-class
+    variance over all pairs of 8-bit levels."""
+    hist = np.bincount(values.ravel(), minlength=256).astype(np.float64)
+    p = hist / max(hist.sum(), 1.0)
+    levels = np.arange(256, dtype=np.float64)
+    w = np.cumsum(p)
+    m = np.cumsum(p * levels)
+    total = m[-1]
+    best, low, high = -1.0, 0, 255
+    for t1 in range(1, 254):
+        w0 = w[t1]
+        if w0 <= 0:
+            continue
+        w1 = w[t1 + 1 : 255] - w0
+        w2 = 1.0 - w[t1 + 1 : 255]
+        m1 = m[t1 + 1 : 255] - m[t1]
+        m2 = total - m[t1 + 1 : 255]
+        ok = (w1 > 0) & (w2 > 0)
+        if not ok.any():
+            continue
+        with np.errstate(divide="ignore", invalid="ignore"):
+            between = w0 * (m[t1] / w0 - total) ** 2 + w1 * (m1 / w1 - total) ** 2 + w2 * (m2 / w2 - total) ** 2
+        between[~ok] = -1.0
+        k = int(np.argmax(between))
+        if between[k] > best:
+            best, low, high = float(between[k]), t1, t1 + 1 + k
+    return float(low), float(high)
+
+
 def collimator_mask(cleaned: Gray, min_fraction: float = 0.02, reach: float = 0.06) -> npt.NDArray[np.bool_]:
     """Unexposed collimator shadows: large saturated regions touching the border, with their penumbra.
 
@@ -140,10 +172,33 @@ def collimator_mask(cleaned: Gray, min_fraction: float = 0.02, reach: float = 0.
 def prepare(modality_values: Floats, ds: Dataset, *, work_size: int = 1024, kernel_px: int = 3) -> WorkImage:
     """Steps 1-2 of the patent on one image: display values, stretch, clean, Otsu foreground."""
     small, scale = resize_to_work(modality_values, work_size)
-    display = stretch_to_uint8(display_pixels(small, ds))
+    shown = display_pixels(small, ds)
+    display = stretch_to_uint8(shown)
     cleaned = clean(display, kernel_px)
     excluded = collimator_mask(cleaned)
-    # with collimation, Otsu on the exposed field alone: background vs. tissue, not field vs. blades
-    level = _otsu(cleaned[~excluded]) if excluded.any() else _otsu(cleaned)
+    # with collimation, Otsu on the exposed field alone: background vs. tissue, not field vs. blades. Three
+    # classes, not two: on a grey background the two-class threshold falls between soft tissue and bone and
+    # cuts off the fingers' soft tissue (the fingertips bone age needs)
+    field = cleaned[~excluded] if excluded.any() else cleaned
+    low, high = otsu_three(field)
+    two = _otsu(field)
+    level = low if low < two else two
     foreground = (cleaned > level) & ~excluded
-    return WorkImage(small, display, cleaned, foreground, excluded, float(level), scale)
+    span = (float(shown.min()), float(shown.max()))
+    return WorkImage(small, display, cleaned, foreground, excluded, float(level), scale, float(max(high, two)), span)
+
+
+def display_at(modality_values: Floats, ds: Dataset, scale: float, span: tuple[float, float]) -> Gray:
+    """The 8-bit display image at ``scale`` (source pixels → output pixels, at most 1), stretched with the
+    working image's range so that levels measured on one apply to the other."""
+    if scale < 1.0:
+        size = (max(1, round(modality_values.shape[1] * scale)), max(1, round(modality_values.shape[0] * scale)))
+        values = np.asarray(cv2.resize(modality_values, size, interpolation=cv2.INTER_AREA), dtype=np.float32)
+    else:
+        values = modality_values
+    shown = display_pixels(values, ds)
+    low, high = span
+    if high <= low:
+        return np.zeros(shown.shape, np.uint8)
+    scaled = (shown - np.float32(low)) * np.float32(255.0 / (high - low))
+    return np.asarray(np.clip(scaled + 0.5, 0, 255), dtype=np.uint8)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from pipelines.hand_xray.anatomy import read_thumb_side
+from pipelines.hand_xray.anatomy import ThumbReading, read_thumb_side
 from pipelines.hand_xray.limbs import Limb
 from pipelines.hand_xray.markers import Marker
 
@@ -28,6 +28,8 @@ ANATOMY_AMBIGUOUS = "anatomy_ambiguous"
 NO_LEFT_HAND = "no_left_hand"
 DISAGREES_IMAGE_LATERALITY = "marker_disagrees_with_image_laterality"
 DISAGREES_DESCRIPTION = "marker_disagrees_with_description"
+DISAGREES_ANATOMY = "marker_disagrees_with_anatomy"
+PIXEL_SPACING_UNKNOWN = "pixel_spacing_unknown"
 
 
 @dataclass
@@ -46,8 +48,16 @@ def _assign(markers: list[Marker], limbs: list[Limb]) -> list[int]:
     ]
 
 
-def decide_laterality(limbs: list[Limb], markers: list[Marker], view_position: str = "PA") -> Laterality:
-    """Each limb's laterality from the markers, else from the thumb side; flags say what was missing."""
+def decide_laterality(
+    limbs: list[Limb],
+    markers: list[Marker],
+    view_position: str = "PA",
+    readings: list[ThumbReading] | None = None,
+) -> Laterality:
+    """Each limb's laterality from the markers, else from the thumb side; flags say what was missing.
+
+    ``readings`` are the limbs' thumb readings when already made (else they are read here when needed); a
+    marker that contradicts a clear thumb reading is flagged (the marker still decides)."""
     owner = _assign(markers, limbs)
     letters: list[set[str]] = [set() for _ in limbs]
     for marker, k in zip(markers, owner):
@@ -68,27 +78,29 @@ def decide_laterality(limbs: list[Limb], markers: list[Marker], view_position: s
             sources[1 - known] = "opposite"
     if not markers:
         flags.append(MARKER_MISSING)
+    readings = readings or [read_thumb_side(limb.mask, view_position) for limb in limbs]
+    for k, reading in enumerate(readings):
+        if sources[k] == "marker" and reading.side in ("L", "R") and reading.margin >= 0.5 and reading.side != sides[k]:
+            flags.append(DISAGREES_ANATOMY)
+            break
     if "U" in sides:
         flags.append(ANATOMICAL_FALLBACK)
-        _fill_from_anatomy(limbs, sides, sources, flags, view_position)
+        _fill_from_anatomy(readings, sides, sources, flags)
     return Laterality(sides=sides, sources=sources, marker_owner=owner, flags=flags)
 
 
-def _fill_from_anatomy(
-    limbs: list[Limb], sides: list[str], sources: list[str], flags: list[str], view_position: str
-) -> None:
-    readings = [read_thumb_side(limb.mask, view_position) for limb in limbs]
+def _fill_from_anatomy(readings: list[ThumbReading], sides: list[str], sources: list[str], flags: list[str]) -> None:
     unknown = [k for k, side in enumerate(sides) if side == "U"]
     for k in unknown:
         sides[k], sources[k] = readings[k].side, "anatomy"
-    if len(limbs) == 2 and sides[0] == sides[1]:
+    if len(readings) == 2 and sides[0] == sides[1]:
         # both read the same side: trust the clearer thumb, give the other hand the opposite side
         flags.append(ANATOMY_AMBIGUOUS)
         if sides[0] == "U":
             return
         best = 0 if readings[0].margin >= readings[1].margin else 1
         sides[1 - best] = "R" if sides[best] == "L" else "L"
-    elif len(limbs) == 2 and "U" in sides and sides != ["U", "U"]:
+    elif len(readings) == 2 and "U" in sides and sides != ["U", "U"]:
         known = 0 if sides[0] != "U" else 1
         sides[1 - known] = "R" if sides[known] == "L" else "L"
 

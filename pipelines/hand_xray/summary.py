@@ -1,56 +1,136 @@
-"""The summary picture: the image with the split line, the marker boxes and letters, the kept hand outlined,
-and a line of text with the limb count, the kept side, the confidence and the flags."""
+"""The summary picture: the radiograph with each hand labelled by its side, the kept hand outlined with its crop,
+the split line, the lead markers boxed with their letter, orientation letters when the header gives them, a
+scale bar (mm, or pixels when the spacing is unknown), a colour legend, and the findings in plain words under
+the image. Text is outlined so that it reads on bright bone and on black background alike."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 
-from pipelines.hand_xray.markers import Marker
+from dicomnode.plugins import drawing
+from pipelines.hand_xray.report import FLAG_WORDS
 
-Gray = npt.NDArray[np.uint8]
-BoolMask = npt.NDArray[np.bool_]
+if TYPE_CHECKING:
+    from pipelines.hand_xray.analysis import Analysis, NotAHand
 
-_YELLOW = (255, 220, 0)
-_CYAN = (0, 220, 255)
-_GREEN = (0, 255, 0)
-_WHITE = (255, 255, 255)
-_FONT = cv2.FONT_HERSHEY_SIMPLEX
-
-
-def _text(image: npt.NDArray[np.uint8], line: str, origin: tuple[int, int], scale: float) -> None:
-    cv2.putText(image, line, origin, _FONT, scale, (0, 0, 0), max(2, round(4 * scale)), cv2.LINE_AA)
-    cv2.putText(image, line, origin, _FONT, scale, _WHITE, max(1, round(1.5 * scale)), cv2.LINE_AA)
+KEPT = (0, 158, 115)
+CROP = (86, 180, 233)
+SPLIT = (240, 228, 66)
+MARKER = (230, 159, 0)
+REFUSED = (213, 94, 0)
+SIDE_WORDS = {"L": "LEFT", "R": "RIGHT", "U": "side?"}
+_DIRECTIONS = {"L": (1.0, 0.0, 0.0), "R": (-1.0, 0.0, 0.0), "P": (0.0, 1.0, 0.0), "A": (0.0, -1.0, 0.0)}
+_DIRECTIONS.update({"H": (0.0, 0.0, 1.0), "F": (0.0, 0.0, -1.0)})
 
 
-def draw_summary(
-    display: Gray,
-    *,
-    split_line: tuple[tuple[float, float], tuple[float, float]] | None,
-    markers: Sequence[Marker],
-    kept_outline: BoolMask,
-    kept_box: tuple[int, int, int, int],
-    lines: Sequence[str],
-) -> npt.NDArray[np.uint8]:
-    """RGB uint8 (rows, columns, 3) on the working grid."""
-    rgb = np.ascontiguousarray(np.repeat(display[:, :, np.newaxis], 3, axis=2))
-    scale = max(0.4, min(display.shape) / 900.0)
-    thick = max(1, round(2 * scale))
-    contours, _ = cv2.findContours(kept_outline.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    cv2.drawContours(rgb, contours, -1, _GREEN, thick)
-    x0, y0, x1, y1 = kept_box
-    cv2.rectangle(rgb, (x0, y0), (x1, y1), _GREEN, max(1, thick // 2))
-    if split_line is not None:
-        (ax, ay), (bx, by) = split_line
-        cv2.line(rgb, (round(ax), round(ay)), (round(bx), round(by)), _YELLOW, thick, cv2.LINE_AA)
-    for marker in markers:
-        mx0, my0, mx1, my1 = marker.box
-        cv2.rectangle(rgb, (mx0 - 3, my0 - 3), (mx1 + 3, my1 + 3), _CYAN, thick)
-        _text(rgb, marker.letter, (mx1 + 6, max(my0 + 12, 14)), 0.8 * scale + 0.2)
-    step = round(28 * scale) + 4
-    for k, line in enumerate(lines):
-        _text(rgb, line, (8, step * (k + 1)), 0.7 * scale)
+def _orientation(value: object) -> tuple[Sequence[float] | None, Sequence[float] | None]:
+    """Patient directions of +column and +row from PatientOrientation (e.g. ["R", "F"]); None when absent."""
+    try:
+        letters = [str(v).strip().upper()[:1] for v in value]  # type: ignore[attr-defined]
+    except TypeError:
+        return None, None
+    if len(letters) != 2 or any(letter not in _DIRECTIONS for letter in letters):
+        return None, None
+    return _DIRECTIONS[letters[0]], _DIRECTIONS[letters[1]]
+
+
+def _base(display: np.ndarray, spacing: tuple[float, float] | None, scale: float, ds: object) -> drawing.RgbImage:
+    rgb = drawing.grey_to_rgb(display)
+    size = drawing.text_scale(rgb.shape[0])
+    right, down = _orientation(getattr(ds, "PatientOrientation", None))
+    drawing.draw_orientation(rgb, right, down, scale=size)
+    drawing.draw_scale_bar(rgb, (spacing[1] / scale) if spacing else None, scale=size)
     return rgb
+
+
+def _contour(image: drawing.RgbImage, mask: np.ndarray, colour: drawing.Rgb, thick: int) -> None:
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(image, contours, -1, colour, thick, cv2.LINE_AA)
+
+
+def _lines(analysis: Analysis) -> list[str]:
+    side = SIDE_WORDS.get(analysis.selection.side, "side?")
+    kept = analysis.laterality.sources[analysis.selection.index]
+    how = {
+        "marker": "from its lead marker",
+        "opposite": "opposite the other hand's marker",
+        "anatomy": "from the thumb side",
+    }
+    markers = ", ".join(f"{m.letter} ({m.confidence:.2f})" for m in analysis.markers) or "none found"
+    lines = [
+        f"{analysis.limbs.count} hand(s). Lead markers: {markers}.",
+        f"Kept for bone age: the {side} hand, {how.get(kept, 'side unknown')}; "
+        f"confidence {analysis.confidence_label} ({analysis.confidence:.2f}).",
+    ]
+    words = [FLAG_WORDS[f] for f in analysis.laterality.flags]
+    if words:
+        lines.append("Note: " + "; ".join(words) + ".")
+    return lines
+
+
+def summary_picture(analysis: Analysis) -> drawing.RgbImage:
+    """RGB uint8: the annotated radiograph (working grid) with the findings in words under it."""
+    work = analysis.work
+    rgb = _base(work.display, analysis.spacing, work.scale, analysis.ds)
+    size = drawing.text_scale(rgb.shape[0])
+    thick = max(1, round(2 * size))
+    _contour(rgb, analysis.hull, KEPT, thick)
+    r0, c0, r1, c1 = analysis.crop
+    s = work.scale
+    cv2.rectangle(rgb, (round(c0 * s), round(r0 * s)), (round(c1 * s) - 1, round(r1 * s) - 1), CROP, max(1, thick // 2))
+    line = analysis.selection.split_line
+    if line is not None:
+        (ax, ay), (bx, by) = line
+        cv2.line(rgb, (round(ax), round(ay)), (round(bx), round(by)), SPLIT, thick, cv2.LINE_AA)
+    for marker in analysis.markers:
+        x0, y0, x1, y1 = marker.box
+        cv2.rectangle(rgb, (x0 - 3, y0 - 3), (x1 + 3, y1 + 3), MARKER, thick)
+        drawing.draw_text(rgb, marker.letter, (x1 + 6, max(y0 + 12, 14)), scale=size, colour=MARKER)
+    for k, limb in enumerate(analysis.limbs.limbs):
+        label = SIDE_WORDS.get(analysis.laterality.sides[k], "side?") + (
+            " (kept)" if k == analysis.selection.index else ""
+        )
+        x, y = limb.centroid
+        drawing.draw_text(rgb, label, (max(4, round(x) - 40), round(y)), scale=size * 1.2, colour=KEPT)
+    entries = [("kept hand", KEPT), ("crop for bone age", CROP), ("lead marker", MARKER)]
+    if line is not None:
+        entries.insert(2, ("split between hands", SPLIT))
+    drawing.draw_legend(rgb, entries, corner="top-right", scale=size * 0.8)
+    return drawing.stack_column([rgb, _panel(_lines(analysis), rgb.shape[1], size)])
+
+
+def _panel(lines: list[str], width: int, size: float) -> drawing.RgbImage:
+    """Text under the picture, wrapped to its width (the panel would cut long lines)."""
+    scale = max(0.5, size * 0.8)
+    chars = max(20, int(width / (18 * scale)) - 1)
+    return drawing.text_panel([part for line in lines for part in _wrap(line, chars)], width, scale=scale)
+
+
+def refusal_picture(found: NotAHand, text: str) -> drawing.RgbImage:
+    """The radiograph with what was seen outlined, and why it is not assessed."""
+    rgb = _base(found.work.display, found.spacing, found.work.scale, found.ds)
+    size = drawing.text_scale(rgb.shape[0])
+    for limb in found.limbs.limbs:
+        _contour(rgb, limb.mask, REFUSED, max(1, round(2 * size)))
+    for marker in found.markers:
+        x0, y0, x1, y1 = marker.box
+        cv2.rectangle(rgb, (x0 - 3, y0 - 3), (x1 + 3, y1 + 3), MARKER, 2)
+        drawing.draw_text(rgb, marker.letter, (x1 + 6, max(y0 + 12, 14)), scale=size, colour=MARKER)
+    drawing.draw_legend(rgb, [("not a hand", REFUSED), ("lead marker", MARKER)], corner="top-right", scale=size * 0.8)
+    words = text.replace("Not assessable: ", "")
+    return drawing.stack_column([rgb, _panel(["NOT ASSESSABLE:", words], rgb.shape[1], size)])
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    lines, current = [], ""
+    for word in text.split():
+        if current and len(current) + 1 + len(word) > width:
+            lines.append(current)
+            current = word
+        else:
+            current = f"{current} {word}".strip()
+    return [*lines, current] if current else lines
