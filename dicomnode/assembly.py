@@ -20,7 +20,12 @@ from dicomnode.routing.rules import Rule
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RULES = (Rule(name="all-pipelines", pipelines=["*"]),)
+# Without configured rules every enabled pipeline sees every series, and study-trigger pipelines every
+# complete study: a rule of each level.
+DEFAULT_RULES = (
+    Rule(name="all-pipelines", pipelines=["*"]),
+    Rule(name="all-pipelines-study", pipelines=["*"], level="study"),
+)
 
 
 def effective_rules(settings: Settings) -> list[Rule]:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from dicomnode.dispatch.destination import Destination, validate_ae_title
+from dicomnode.addresses import Destination, validate_ae_title
 from dicomnode.errors import ConfigError, ValidationError
 from dicomnode.routing.rules import Rule
 

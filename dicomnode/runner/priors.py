@@ -93,7 +93,7 @@ class PriorFinder:
         return found
 
     def _from_pacs(self, spec: PriorSpec, study: Study, known: set[str], limit: int, max_age: int) -> list[PriorStudy]:
-        from dicomnode.dispatch import Destination
+        from dicomnode.addresses import Destination
         from dicomnode.qr import find_studies, get_study
 
         pacs = Destination.parse(self.settings.priors.pacs)
