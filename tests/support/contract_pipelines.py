@@ -249,3 +249,21 @@ class RefusingPipeline(PipelineBase):
                 NotAssessable.OUTSIDE_FIELD_OF_VIEW, f"only {count} slices: the organ is not fully covered"
             )
         raise AssertionError("the tests never give enough slices")
+
+
+class LargestSeriesStudyPipeline(PipelineBase):
+    """Study-level: looks at every series' headers, loads the pixels of the largest series only."""
+
+    name = "test_largest_series"
+    version = "1.0.0"
+    description = "Test-only: a study-level pipeline that reads one series among several"
+    selector = Selector(modalities=("CT",), trigger=Trigger.STUDY)
+    produces = frozenset({OutputKind.SR})
+
+    def run(self, inputs: PipelineInputs, ctx: RunContext) -> PipelineResult:
+        largest = max(inputs.series, key=lambda s: len(s.datasets))
+        volume = largest.volume()
+        return PipelineResult(
+            ProducedBy.CLASSICAL,
+            details={"series": largest.series_instance_uid, "slices": int(volume.array.shape[0])},
+        )

@@ -20,6 +20,7 @@ from dicomnode.config import Settings
 from dicomnode.plugins.registry import Registry
 from dicomnode.runner.host import PipelineHost
 from dicomnode.testing.cine import CineLayout, write_cine
+from dicomnode.testing.synthetic import StudyInfo, write_ct_series
 from tests.support.contract_pipelines import SetupCounter
 from tests.support.phantoms import cine_phantom, write_sphere_study
 
@@ -33,6 +34,7 @@ EXTRA = [
         "MaskDownstream",
         "SetupCounter",
         "RefusingPipeline",
+        "LargestSeriesStudyPipeline",
     )
 ]
 PIXEL_MM = (1.25, 1.25)
@@ -289,3 +291,26 @@ def test_the_documented_template_loads_and_runs_end_to_end(tmp_path: Path) -> No
     assert doc["measurements"][0]["value"] == pytest.approx(sum(volumes))  # both spheres are > 300 HU
     for path in _files(doc, tmp_path / "o", "SEG") + _files(doc, tmp_path / "o", "SR"):
         assert _dciodvfy_errors(path) == []
+
+
+# ------------------------------------------------------------------------------------------- lazy loading
+def test_a_study_level_pipeline_reads_the_pixels_of_the_series_it_uses_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dicomnode.plugins.api as api
+
+    info = StudyInfo()
+    big, _, _ = write_sphere_study(tmp_path / "study" / "big", info=info)
+    small = write_ct_series(np.zeros((4, 16, 16)), tmp_path / "study" / "localizer", info=info, series_number=2)
+    reads: list[str] = []
+    original = api.read_full
+
+    def counting(path: Path) -> pydicom.Dataset:
+        reads.append(str(path))
+        return original(path)
+
+    monkeypatch.setattr(api, "read_full", counting)
+    doc = _run(tmp_path, "test_largest_series", tmp_path / "study")
+    assert doc["details"]["slices"] == len(big)
+    assert sorted(reads) == sorted(str(p) for p in big)  # the localizer's pixels were never read
+    assert not set(reads) & {str(p) for p in small}
