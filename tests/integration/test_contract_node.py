@@ -154,7 +154,7 @@ def test_cine_stored_one_series_per_position_is_one_study_job(tmp_path: Path, or
         where[str(ds.SOPInstanceUID)] = (int(ds.SeriesNumber) - 1, int(ds.TemporalPositionIdentifier) - 1)
     seen = set()
     for output in segs:
-        seg = hd.seg.segread(output.path)
+        seg = hd.seg.segread(settings.resolve(output.path))
         (source,) = [
             str(i.ReferencedSOPInstanceUID) for i in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence
         ]

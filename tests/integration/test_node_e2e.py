@@ -119,7 +119,7 @@ def test_reopened_series_gives_a_new_version_not_a_duplicate(tmp_path: Path, ort
         with node.db.session() as s:
             jobs = s.scalars(select(Job).where(Job.kind == JobKind.PIPELINE).order_by(Job.id)).all()
             assert [j.series_version for j in jobs] == [1, 2]
-            sr_v2 = pydicom.dcmread(next(o.path for o in jobs[1].outputs if o.kind == "SR"))
+            sr_v2 = pydicom.dcmread(node.settings.resolve(next(o.path for o in jobs[1].outputs if o.kind == "SR")))
             sr_v1_uid = next(o.sop_instance_uid for o in jobs[0].outputs if o.kind == "SR")
             forwards = s.scalars(select(Job).where(Job.kind == JobKind.FORWARD).order_by(Job.id)).all()
             assert [len(f.deliveries) for f in forwards] == [len(files) - 1, 1]  # only the late image again
