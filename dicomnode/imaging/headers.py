@@ -20,6 +20,7 @@ from dicomnode.errors import PipelineInputError
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "NODE_MANUFACTURER",
     "float_tuple",
     "has_pixels",
     "instance_number",
@@ -28,8 +29,10 @@ __all__ = [
     "read_full",
     "read_header",
     "repair_header",
+    "slice_thickness",
     "sop_class_uid",
     "sort_by_instance_number",
+    "written_by_node",
 ]
 
 
@@ -85,6 +88,33 @@ def pixel_spacing(ds: Dataset, frame_index: int = 0) -> tuple[tuple[float, float
         if spacing is not None and spacing[0] > 0 and spacing[1] > 0:
             return (spacing[0], spacing[1]), source
     return None
+
+
+def slice_thickness(ds: Dataset) -> float | None:
+    """SliceThickness in mm, from the header or the shared Pixel Measures of an enhanced image."""
+    value: Any = ds.get("SliceThickness")
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if value in (None, "") and shared:
+        measures = shared[0].get("PixelMeasuresSequence")
+        value = measures[0].get("SliceThickness") if measures else None
+    try:
+        thickness = float(value)
+    except (TypeError, ValueError):
+        return None
+    return thickness if thickness > 0 else None
+
+
+NODE_MANUFACTURER = "dicomnode"
+
+
+def written_by_node(ds: Dataset) -> bool:
+    """Whether this node wrote the object (its SR, SEG, summary): the Manufacturer and SoftwareVersions
+    the encoder sets on everything it writes."""
+    if str(ds.get("Manufacturer", "") or "").strip() != NODE_MANUFACTURER:
+        return False
+    versions: Any = ds.get("SoftwareVersions", "") or ""
+    values = [versions] if isinstance(versions, str) else list(versions)
+    return any(str(v).startswith(NODE_MANUFACTURER) for v in values)
 
 
 def read_header(path: Path) -> Dataset:

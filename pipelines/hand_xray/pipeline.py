@@ -93,9 +93,7 @@ def pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
 def _first_image(series: ImageSeries) -> tuple[Dataset, npt.NDArray[np.float32]]:
     ordered = sorted(series.datasets, key=lambda d: int(d.get("InstanceNumber", 0) or 0))
     first = ordered[0]
-    index = next((i for i, d in enumerate(series.datasets) if d is first), 0)
-    files = [series.files[index]] if index < len(series.files) else []
-    frames = ImageSeries([first], files).frames()
+    frames = list(series.instance_frames(first))
     if not frames or frames[0].ndim != 2:
         raise PipelineInputError("hand_xray needs a 2D image")
     if len(series.datasets) > 1 or len(frames) > 1:

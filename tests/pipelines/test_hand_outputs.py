@@ -17,7 +17,7 @@ from dicomnode.cli import main
 from dicomnode.config import Settings
 from dicomnode.db.models import Job, JobKind, JobState
 from dicomnode.node import Node
-from dicomnode.synthetic import write_radiograph
+from dicomnode.testing.synthetic import write_radiograph
 from pipelines.hand_xray.phantoms import MarkerSpec, PhantomSpec, make_phantom
 from tests.conftest import require_tool
 from tests.support.net import storescu, wait_for
@@ -25,9 +25,12 @@ from tests.support.net import storescu, wait_for
 
 @pytest.fixture
 def two_hands(tmp_path: Path) -> tuple[Path, object]:
-    markers = (MarkerSpec("L", 0, height_px=34), MarkerSpec("R", 1, height_px=34))
+    markers = (MarkerSpec("L", 0, height_mm=12), MarkerSpec("R", 1, height_mm=12))
     phantom = make_phantom(PhantomSpec(sides=("L", "R"), markers=markers, seed=3))
-    write_radiograph(phantom.stored, tmp_path / "in" / "hands.dcm", bits_stored=phantom.bits_stored)
+    spacing = (phantom.mm_per_px, phantom.mm_per_px)
+    write_radiograph(
+        phantom.stored, tmp_path / "in" / "hands.dcm", bits_stored=phantom.bits_stored, pixel_spacing=spacing
+    )
     return tmp_path / "in", phantom
 
 
@@ -55,8 +58,10 @@ def test_run_writes_a_valid_sr_and_summary(two_hands: tuple[Path, object], tmp_p
     for item in doc["files"]:
         assert _dciodvfy_errors(out / item["path"]) == [], item["kind"]
     assert doc["details"]["limb_count"] == 2 and doc["details"]["selected_side"] == "L"
-    limb_count = [m["value"] for m in doc["measurements"] if m["unit"] == "{count}"]
+    limb_count = [m["value"] for m in doc["measurements"] if m["name"] == "Number of limbs in image"]
     assert limb_count == [2]
+    digits = [m["value"] for m in doc["measurements"] if m["name"] == "Number of digits seen"]
+    assert digits == [5, 5]
     sr = pydicom.dcmread(out / next(f["path"] for f in doc["files"] if f["kind"] == "SR"))
     source_uid = pydicom.dcmread(folder / "hands.dcm").SOPInstanceUID
     regions = _scoords(sr)
@@ -118,3 +123,41 @@ def test_served_node_returns_sr_and_summary(two_hands: tuple[Path, object], tmp_
     assert sorted(ds.Modality for ds in received) == ["OT", "SR"]
     source = pydicom.dcmread(folder / "hands.dcm")
     assert {ds.StudyInstanceUID for ds in received} == {source.StudyInstanceUID}
+
+
+def test_run_without_spacing_or_orientation_still_reports(two_hands: tuple[Path, object], tmp_path: Path) -> None:
+    """Real radiographs often lack ImagerPixelSpacing and PatientOrientation: SR and summary still come out,
+    sizes in stated pixels."""
+    require_tool("dciodvfy")
+    folder, _ = two_hands
+    ds = pydicom.dcmread(folder / "hands.dcm")
+    for keyword in ("ImagerPixelSpacing", "PixelSpacing", "PatientOrientation"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    ds.save_as(bare / "hands.dcm", enforce_file_format=True)
+    out = tmp_path / "out"
+    assert main(["run", "hand_xray", str(bare), "--output", str(out)]) == 0
+    doc = json.loads((out / "result.json").read_text())
+    assert sorted(f["kind"] for f in doc["files"]) == ["SR", "SUMMARY"]
+    for item in doc["files"]:
+        assert _dciodvfy_errors(out / item["path"]) == [], item["kind"]
+    assert doc["details"]["pixel_spacing_mm"] is None and "pixel_spacing_unknown" in doc["details"]["flags"]
+    assert {m["unit"] for m in doc["measurements"] if m["name"] == "Area"} == {"{pixels}"}
+
+
+def test_run_on_a_leg_labelled_hand_is_not_assessable(tmp_path: Path) -> None:
+    require_tool("dciodvfy")
+    phantom = make_phantom(
+        PhantomSpec(sides=("R",), markers=(MarkerSpec("R", 0, height_mm=12),), anatomy="leg", seed=3)
+    )
+    folder = tmp_path / "leg"
+    write_radiograph(phantom.stored, folder / "leg.dcm", bits_stored=phantom.bits_stored, pixel_spacing=(0.4, 0.4))
+    out = tmp_path / "out"
+    assert main(["run", "hand_xray", str(folder), "--output", str(out)]) == 0
+    doc = json.loads((out / "result.json").read_text())
+    assert doc["outcome"] == "not_assessable" and doc["measurements"] == []
+    assert "does not show a hand" in doc["text"]
+    for item in doc["files"]:
+        assert _dciodvfy_errors(out / item["path"]) == [], item["kind"]

@@ -1,4 +1,4 @@
-"""hand_xray on phantoms with known answers (written as DX with dicomnode.synthetic, read back), PNG import,
+"""hand_xray on phantoms with known answers (written as DX with dicomnode.testing.synthetic, read back), PNG import,
 the accuracy over generated cases, and the real images of the shared data: the ten infant hands (all left,
 no marker), the Fuji CR of a leg with a lead "R", a chest CR, and images without pixel spacing."""
 

@@ -11,9 +11,11 @@ import numpy as np
 import pydicom
 import pytest
 
-from dicomnode.plugins.api import Environment, ImageSeries, PipelineInputs, ProducedBy, RunContext, WeightsStatus
-from dicomnode.plugins.weights import verify_file
-from dicomnode.synthetic import write_ct_series
+from dicomnode.config import Settings
+from dicomnode.plugins.api import Environment, ImageSeries, PipelineInputs, ProducedBy, RunContext
+from dicomnode.plugins.registry import Registry
+from dicomnode.runner.host import PipelineHost
+from dicomnode.testing.synthetic import write_ct_series
 from pipelines.lung_longitudinal.normal import BANDS, normal_by_band
 from pipelines.lung_longitudinal.phantoms import LesionSpec, make_chest_phantom
 from pipelines.lung_longitudinal.pipeline import LungLongitudinalPipeline
@@ -82,18 +84,20 @@ def _series(tmp_path) -> ImageSeries:
     return ImageSeries([pydicom.dcmread(p) for p in paths], paths)
 
 
-def _context(status: WeightsStatus, sha: str) -> RunContext:
-    return RunContext(params={"normal_lung_sha256": sha}, weights={"normal_lung": status})
+def _context(params: dict, weights_dir) -> RunContext:
+    """The run context the node builds: weights verified by the host, the network loaded once by setup."""
+    settings = Settings.model_validate(
+        {"pipelines": {"weights_dir": str(weights_dir), "params": {"lung_longitudinal": params}}}
+    )
+    return PipelineHost(settings, Registry()).context(LungLongitudinalPipeline(), work_dir=None)
 
 
 def test_verified_weights_give_learned_path(trained, tmp_path):
     path, log = trained
-    status = WeightsStatus("normal_lung", True, "verified", verify_file(path, log["sha256"]), log["sha256"])
     pipeline = LungLongitudinalPipeline()
-    ctx = _context(status, log["sha256"])
-    assert "ready" in pipeline.is_available(Environment(weights={"normal_lung": status}))[1]
-    ctx.state = pipeline.setup(ctx)  # loaded once per worker
-    assert ctx.state is not None
+    ctx = _context({"normal_lung_sha256": log["sha256"], "normal_lung_file": path.name}, path.parent)
+    assert ctx.weights["normal_lung"].ok and ctx.state is not None  # verified by the host, loaded by setup
+    assert "ready" in pipeline.is_available(Environment(weights=ctx.weights))[1]
     series = _series(tmp_path)
     result = pipeline.run(PipelineInputs([series]), ctx)
     assert result.produced_by is ProducedBy.LEARNED and result.overall_produced_by is ProducedBy.MIXED
@@ -103,19 +107,15 @@ def test_verified_weights_give_learned_path(trained, tmp_path):
     assert quantification.model == "normal_lung"
     paths = {m.name.meaning: m.produced_by for m in quantification.measurements}
     assert paths["Lung volume"] is ProducedBy.CLASSICAL and paths["Abnormal lung volume"] is None  # group's path
-    assert result.details["time_point"]["roi_ml"] > 0
-    # the same weights on the classical path give a different normal lung only where the network differs
     classical = pipeline.run(PipelineInputs([series]), RunContext())
     assert classical.produced_by is ProducedBy.CLASSICAL
-    assert classical.details["time_point"]["roi_ml"] == result.details["time_point"]["roi_ml"]
+    assert classical.details["time_point"]["roi_ml"] == result.details["time_point"]["roi_ml"]  # ROI classical
 
 
 def test_unusable_weights_fall_back_to_classical(trained, tmp_path):
     path, _ = trained
-    status = WeightsStatus("normal_lung", False, f"weights file {path} has sha256 ab12..., expected 0000...")
     pipeline = LungLongitudinalPipeline()
-    ctx = _context(status, "0" * 64)
-    ctx.state = pipeline.setup(ctx)
+    ctx = _context({"normal_lung_sha256": "0" * 64, "normal_lung_file": path.name}, path.parent)
     assert ctx.state is None
     result = pipeline.run(PipelineInputs([_series(tmp_path)]), ctx)
     assert result.produced_by is ProducedBy.CLASSICAL and result.models == []

@@ -33,7 +33,7 @@ from dicomnode.plugins.api import (
     RunContext,
     stable_uid,
 )
-from dicomnode.synthetic import StudyInfo, write_ct_series
+from dicomnode.testing.synthetic import StudyInfo, write_ct_series
 from pipelines.lung_longitudinal.phantoms import Anatomy, ChestPhantom, longitudinal_pair, make_chest_phantom
 from pipelines.lung_longitudinal.pipeline import LungLongitudinalPipeline
 from pipelines.lung_longitudinal.results import (

@@ -16,7 +16,7 @@ from dicomnode.cli import main
 from dicomnode.config import Settings
 from dicomnode.db.models import Job, JobKind, JobState
 from dicomnode.node import Node
-from dicomnode.synthetic import StudyInfo, write_ct_series
+from dicomnode.testing.synthetic import StudyInfo, write_ct_series
 from pipelines.lung_longitudinal.phantoms import longitudinal_pair
 from tests.conftest import require_tool
 from tests.support.net import storescu, wait_for
@@ -66,7 +66,7 @@ def test_run_with_prior_writes_valid_sr_seg_and_summary(studies, tmp_path: Path)
     assert doc["produced_by"] == "classical"
     assert doc["prior_study_uids"] == [prior_info.study_instance_uid]
     assert doc["source"]["study_instance_uid"] == current_info.study_instance_uid
-    assert sorted(f["kind"] for f in doc["files"]) == ["SEG", "SR", "SUMMARY"]
+    assert sorted(f["kind"] for f in doc["files"]) == ["SEG", "SEG", "SR", "SUMMARY"]  # lungs; one per lesion
     for item in doc["files"]:
         assert _dciodvfy_errors(out / item["path"]) == [], item["kind"]
     statuses = sorted(_statuses(doc).values())
@@ -80,8 +80,13 @@ def test_run_with_prior_writes_valid_sr_seg_and_summary(studies, tmp_path: Path)
     assert len(lesion_uids) == 4 and lesion_uids <= _tracking_uids(sr)
     html = subprocess.run(["dsr2html", str(sr_path)], capture_output=True, text=True)
     assert html.returncode == 0 and "Lesion" in html.stdout
-    seg = hd.seg.segread(out / next(f["path"] for f in doc["files"] if f["kind"] == "SEG"))
-    assert seg.number_of_segments == 4
+    segs = [hd.seg.segread(out / f["path"]) for f in doc["files"] if f["kind"] == "SEG"]
+    assert sorted(seg.number_of_segments for seg in segs) == [3, 4]  # the four lung parts; three current lesions
+    lesion_seg = next(seg for seg in segs if seg.number_of_segments == 3)
+    tracked = {str(item.TrackingUID) for item in lesion_seg.SegmentSequence}
+    assert tracked == {f["tracking_uid"] for f in doc["findings"] if f["tracking_id"].startswith("Lesion")} - {
+        f["tracking_uid"] for f in doc["findings"] if _statuses(doc).get(f["tracking_id"]) == "Problem resolved"
+    }
 
 
 @pytest.mark.integration
@@ -116,7 +121,7 @@ def test_served_node_compares_with_the_prior_it_analysed(studies, tmp_path: Path
     finally:
         node.stop()
     assert [j.state for j in jobs] == [JobState.DONE, JobState.DONE], [j.error for j in jobs]
-    first, second = (json.loads(Path(j.result_path).read_text()) for j in jobs)  # type: ignore[arg-type]
+    first, second = (json.loads(settings.resolve(j.result_path).read_text()) for j in jobs)  # type: ignore[arg-type]
     assert second["prior_study_uids"] == [prior_info.study_instance_uid]
     statuses = _statuses(second)
     assert sorted(statuses.values()) == EXPECTED_CHANGES
@@ -161,7 +166,7 @@ def test_served_node_fetches_the_prior_from_the_pacs(studies, tmp_path: Path, or
     finally:
         node.stop()
     assert job.state is JobState.DONE, job.error
-    doc = json.loads(Path(job.result_path).read_text())  # type: ignore[arg-type]
+    doc = json.loads(settings.resolve(job.result_path).read_text())  # type: ignore[arg-type]
     assert doc["source"]["study_instance_uid"] == current_info.study_instance_uid
     assert doc["prior_study_uids"] == [prior_info.study_instance_uid]
     assert sorted(_statuses(doc).values()) == EXPECTED_CHANGES
