@@ -283,3 +283,50 @@ def add_sphere(
     rng = np.random.default_rng(seed)
     out[sphere] = value_hu + rng.normal(0.0, 15.0, size=int(sphere.sum())).astype(np.float32)
     return out, sphere
+
+
+# ------------------------------------------------------------------------------ real scans made testable
+def nifti_axial(path: str) -> tuple[npt.NDArray[np.float32], Mm3]:
+    """A NIfTI CT as HU (z, y, x) with identity axial orientation (x to the patient's left, y posterior, z to
+    the head), as :func:`dicomnode.testing.synthetic.write_ct_series` writes it, and its spacing (z, y, x)."""
+    import SimpleITK as sitk  # noqa: N813
+
+    image = sitk.ReadImage(path)
+    hu = sitk.GetArrayFromImage(image).astype(np.float32)
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    for axis, index_axis in ((0, 2), (1, 1), (2, 0)):  # patient axis -> array axis (x cols, y rows, z slices)
+        if direction[axis, axis] < 0:
+            hu = np.flip(hu, axis=index_axis)
+    sx, sy, sz = image.GetSpacing()
+    return np.ascontiguousarray(hu), (float(sz), float(sy), float(sx))
+
+
+def soft_tissue_frame(
+    hu: npt.NDArray[np.float32], wall_px: int = 12, air_px: int = 30, end_slices: int = 4
+) -> npt.NDArray[np.float32]:
+    """A cropped scan closed by a soft-tissue frame (40 HU), with air outside it and tissue slices at both
+    ends: the lungs then touch tissue, not the edge of the field of view."""
+    z, y, x = hu.shape
+    pad = wall_px + air_px
+    out = np.full((z + 2 * end_slices, y + 2 * pad, x + 2 * pad), -1000.0, np.float32)
+    out[:, air_px:-air_px, air_px:-air_px] = 40.0
+    out[end_slices : end_slices + z, pad : pad + y, pad : pad + x] = hu
+    return out
+
+
+def slab_from_slice(
+    hu: npt.NDArray[np.float32],
+    spacing_yx: tuple[float, float],
+    repeats: int = 12,
+    ends: int = 4,
+    thickness_mm: float = 2.5,
+) -> tuple[npt.NDArray[np.float32], Mm3]:
+    """One real axial slice stacked into a short volume, closed above and below by the same slice with its
+    air inside the body replaced by soft tissue (so the lungs end in tissue, not at the first or last slice)."""
+    from pipelines.lung_longitudinal.body import find_body
+
+    body = find_body(hu[np.newaxis], (thickness_mm, *spacing_yx)).mask[0]
+    closed = hu.copy()
+    closed[body & (hu < -300)] = 40.0
+    volume = np.stack([closed] * ends + [hu] * repeats + [closed] * ends).astype(np.float32)
+    return volume, (thickness_mm, spacing_yx[0], spacing_yx[1])
