@@ -1,7 +1,11 @@
-"""Benchmark (not a test): lung_longitudinal on a 300-slice 512×512 chest CT phantom.
+"""Benchmark (not a test): lung_longitudinal on a 300-slice 512×512 chest CT phantom, or a sweep of a folder.
 
 Targets on the 2-core reference machine: run() under 20 s, peak memory under 3 GB.
-Usage: python benchmarks/bench_lung.py [--slices 300] [--size 512]
+Usage: python benchmarks/bench_lung.py [--slices 300] [--size 512] [--prior]
+       python benchmarks/bench_lung.py --sweep ../shared/data   # every series, as if routed to the pipeline
+
+The sweep groups the readable DICOM files of each folder by SeriesInstanceUID and runs the pipeline on each
+series: assessed, not assessable, a clean input error (DicomNodeError), or a traceback (a bug).
 """
 
 from __future__ import annotations
@@ -21,11 +25,40 @@ from pipelines.lung_longitudinal.phantoms import make_chest_phantom
 from pipelines.lung_longitudinal.pipeline import LungLongitudinalPipeline
 
 
+def sweep(folder: Path) -> None:
+    import collections
+
+    from bench_hand_xray import run_and_count  # the same counting for both pipelines' sweeps
+
+    from dicomnode.imaging import read_header
+
+    groups: dict[tuple[Path, str], list[tuple[pydicom.Dataset, Path]]] = collections.defaultdict(list)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        try:
+            ds = read_header(path)  # as the node reads it (SOP UIDs repaired from the file meta)
+        except Exception:  # not DICOM: rejected when it arrives
+            continue
+        groups[(path.parent, str(ds.get("SeriesInstanceUID", "") or ""))].append((ds, path))  # no UID: the folder
+    counts: collections.Counter[str] = collections.Counter()
+    pipeline = LungLongitudinalPipeline()
+    for (parent, _), members in sorted(groups.items(), key=lambda item: str(item[0])):
+        series = ImageSeries([ds for ds, _ in members], [path for _, path in members])
+        inputs = PipelineInputs([series])
+        label = f"{parent.relative_to(folder)} ({len(members)} files)"
+        run_and_count(lambda inputs=inputs: pipeline.run(inputs, RunContext()), label, counts)
+    for outcome, n in sorted(counts.items()):
+        print(f"{outcome:20s} {n} series")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--sweep", type=Path, default=None)
     args = parser.parse_args()
+    if args.sweep is not None:
+        sweep(args.sweep)
+        return
     spacing = (1.0, 0.7 * 512 / args.size, 0.7 * 512 / args.size)
     phantom = make_chest_phantom((args.slices, args.size, args.size), spacing)
     with tempfile.TemporaryDirectory() as tmp:

@@ -26,6 +26,7 @@ BoolMask = npt.NDArray[np.bool_]
 Vector = npt.NDArray[np.float64]
 
 MIN_DIGITS = 3
+MAX_DIGITS = 6  # five, and one piece of the wrist or a fold at most
 
 
 @dataclass(frozen=True)
@@ -233,12 +234,27 @@ def _read_hand(mask: BoolMask, view_position: str) -> HandShape:
     _, _, vt = np.linalg.svd(pts - centre, full_matrices=False)
     up = vt[0] * _finger_direction(mask, centre, vt[0])
     digits = _digits(mask, palm_radius, palm_centre, up)
-    distal = [d for d in digits if d.base_along > -0.8]
-    if len(distal) < MIN_DIGITS:
-        reason = f"{len(distal)} finger-like digit(s) seen where a hand shows at least {MIN_DIGITS}"
-        return HandShape(digits, palm_radius, False, reason, ThumbReading("U", len(digits), 0.0), (up[0], up[1]))
     tips = fingertips(mask, palm_centre, up, palm_radius)
+    reason = _not_a_hand(digits, tips)
+    if reason:
+        return HandShape(digits, palm_radius, False, reason, ThumbReading("U", len(digits), 0.0), (up[0], up[1]))
     return HandShape(digits, palm_radius, True, "", _thumb(tips, len(digits), view_position), (up[0], up[1]))
+
+
+def _not_a_hand(digits: list[Digit], tips: list[tuple[float, float]]) -> str:
+    """Why this outline is not a hand's, or "" when it is: at least three fingers beyond the palm's centre,
+    of like widths, side by side, with a valley between each pair (four or more tips on the outline)."""
+    fingers = [d for d in digits if d.base_along > 0.2]
+    if len(digits) > MAX_DIGITS:
+        return f"{len(digits)} digit-like pieces: more than a hand's five"
+    if len(fingers) < MIN_DIGITS:
+        return f"{len(fingers)} finger-like digit(s) beyond the palm where a hand shows at least {MIN_DIGITS}"
+    widths = sorted(d.width for d in fingers)
+    if widths[-1] > 2.5 * widths[0]:
+        return "the digit-like pieces differ too much in width to be fingers"
+    if len(tips) < MIN_DIGITS + 1:
+        return f"{len(tips)} tip(s) on the outline where a hand's fingers and thumb show at least {MIN_DIGITS + 1}"
+    return ""
 
 
 def read_thumb_side(mask: BoolMask, view_position: str = "PA") -> ThumbReading:

@@ -64,6 +64,8 @@ DEFAULTS: dict[str, float] = {
     "crop_margin": 0.04,
 }
 MIN_SIDE_PX = 64  # smaller images (icons, thumbnails) hold no readable hand
+# projection radiographs (and pictures imported as secondary capture); a CT or MR slice is never a hand film
+RADIOGRAPH_MODALITIES = frozenset({"DX", "CR", "RG", "DR", "OT", "XC", ""})
 
 
 def _params(ctx: RunContext) -> dict[str, float]:
@@ -144,6 +146,13 @@ class HandXrayPipeline(PipelineBase):
 
     def run(self, inputs: PipelineInputs, ctx: RunContext) -> PipelineResult:
         params = _params(ctx)
+        modality = inputs.primary.modality.strip().upper()
+        if modality not in RADIOGRAPH_MODALITIES:
+            return PipelineResult.not_assessable(
+                NotAssessable.WRONG_ANATOMY,
+                f"Not assessable: a {modality} image is not a hand radiograph.",
+                details={"modality": modality},
+            )
         ds, frame = _first_image(inputs.primary)
         if min(frame.shape) < MIN_SIDE_PX:
             return PipelineResult.not_assessable(

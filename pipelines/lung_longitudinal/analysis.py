@@ -48,6 +48,17 @@ def _centroid(lungs: BoolArray, box: tuple[slice, slice, slice] | None, volume: 
     return float(c[0]), float(c[1]), float(c[2])
 
 
+def _density_peak(hu: npt.NDArray[np.float32], lungs: BoolArray) -> float | None:
+    """The most frequent density of the lung ROI between -1000 and -500 HU (10 HU bins)."""
+    values = hu[lungs]
+    values = values[(values > -1000) & (values < -500)]
+    if values.size == 0:
+        return None
+    counts, edges = np.histogram(values, bins=50, range=(-1000, -500))
+    k = int(np.argmax(counts))
+    return float((edges[k] + edges[k + 1]) / 2)
+
+
 def analyse(
     volume: Volume,
     band: HuBand,
@@ -87,6 +98,11 @@ def analyse(
         "low_attenuation_ml": low_ml,
         "hilar_excluded_ml": hilar_ml,
     }
-    return TimePoint(
-        roi, abnormal, evidence, lesions, lesion_labels, volumes, _centroid(lungs, box, volume), list(roi.notes)
-    )
+    notes = list(roi.notes)
+    peak = _density_peak(hu, lungs)
+    if peak is not None and peak > band.high - 50.0:
+        notes.append(
+            f"the lungs' density peaks at {peak:.0f} HU, near the top of the normal band (expiration or a soft "
+            "kernel): the abnormal share may be overstated"
+        )
+    return TimePoint(roi, abnormal, evidence, lesions, lesion_labels, volumes, _centroid(lungs, box, volume), notes)

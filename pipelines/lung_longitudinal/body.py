@@ -130,15 +130,21 @@ class FovCut:
     last_slice_mm2: float
 
     def describe(self) -> str:
-        parts = []
-        if self.in_plane_mm2 > 0:
-            parts.append(f"{self.in_plane_mm2 / 100:.0f} cm² at the side edges")
-        if self.first_slice_mm2 > 0:
-            parts.append(f"{self.first_slice_mm2 / 100:.0f} cm² on the first slice")
-        if self.last_slice_mm2 > 0:
-            parts.append(f"{self.last_slice_mm2 / 100:.0f} cm² on the last slice")
+        parts = [
+            f"{_cm2(area)} at the side edges" if where == "side" else f"{_cm2(area)} on the {where} slice"
+            for where, area in (
+                ("side", self.in_plane_mm2),
+                ("first", self.first_slice_mm2),
+                ("last", self.last_slice_mm2),
+            )
+            if area > 0
+        ]
         where = ", ".join(parts) or "nowhere"
         return f"{100 * self.cut_fraction:.1f} % of the lung surface lies on the edge of the field of view ({where})"
+
+
+def _cm2(area_mm2: float) -> str:
+    return f"{area_mm2 / 100:.0f} cm²" if area_mm2 >= 1000 else f"{area_mm2 / 100:.1f} cm²"
 
 
 def _surface_faces(mask: BoolArray, axis: int) -> int:

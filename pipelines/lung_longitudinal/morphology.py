@@ -104,9 +104,9 @@ def convex_hull_2d(mask: BoolArray) -> BoolArray:
     """Per-slice convex hull of a mask."""
     out = np.zeros_like(mask)
     for k in np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)):
-        points = cv2.findNonZero(mask[k].astype(np.uint8))
+        contours, _ = cv2.findContours(mask[k].astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         plane = np.zeros(mask.shape[1:], dtype=np.uint8)
-        cv2.fillConvexPoly(plane, cv2.convexHull(points), 1)
+        cv2.fillConvexPoly(plane, cv2.convexHull(np.concatenate(contours)), 1)  # the outline's points suffice
         out[k] = plane.astype(bool)
     return out
 

@@ -215,23 +215,18 @@ def make_chest_phantom(
     )
 
 
-def longitudinal_pair(
-    shape: tuple[int, int, int] = (64, 128, 128),
-    spacing: Mm3 = (2.5, 2.5, 2.5),
-    shift_mm: Mm3 = (5.0, 5.0, -5.0),
-    rotation_deg: float = 3.0,
-) -> tuple[ChestPhantom, ChestPhantom]:
-    """(baseline, follow-up): one lesion grows (r 8→12 mm), one resolves, one is new, one stays; the patient
-    is shifted and rotated, and the noise is new."""
+def pair_lesions(
+    shape: tuple[int, int, int] = (64, 128, 128), spacing: Mm3 = (2.5, 2.5, 2.5)
+) -> tuple[list[LesionSpec], list[LesionSpec]]:
+    """(baseline, follow-up) lesions: one grows (r 8→12 mm), one resolves, one is new, one stays."""
     ez, ey, ex = (shape[0] * spacing[0], shape[1] * spacing[1], shape[2] * spacing[2])
     cz, cy, cx = ez / 2, ey * 0.44, ex / 2
     right_x, left_x = cx - 0.19 * ex, cx + 0.19 * ex
     growing_center = (cz + 15, cy - 15, right_x + 5)
-    resolving = LesionSpec("resolving", (cz - 25, cy + 15, left_x), 10.0, 30.0)
     stable_center = (cz - 25, cy + 10, right_x)
     baseline = [
         LesionSpec("growing", growing_center, 8.0, 30.0),
-        resolving,
+        LesionSpec("resolving", (cz - 25, cy + 15, left_x), 10.0, 30.0),
         LesionSpec("stable", stable_center, 10.0, -500.0),
     ]
     follow = [
@@ -239,11 +234,22 @@ def longitudinal_pair(
         LesionSpec("stable", stable_center, 10.0, -500.0),
         LesionSpec("new", (cz + 15, cy + 10, left_x + 5), 10.0, 30.0),
     ]
+    return baseline, follow
+
+
+def longitudinal_pair(
+    shape: tuple[int, int, int] = (64, 128, 128),
+    spacing: Mm3 = (2.5, 2.5, 2.5),
+    shift_mm: Mm3 = (5.0, 5.0, -5.0),
+    rotation_deg: float = 3.0,
+) -> tuple[ChestPhantom, ChestPhantom]:
+    """(baseline, follow-up) with :func:`pair_lesions`; the follow-up's patient is shifted and rotated, and
+    its noise is new."""
+    baseline, follow = pair_lesions(shape, spacing)
+    moved = Anatomy(rotation_deg=rotation_deg)
     return (
         make_chest_phantom(shape, spacing, baseline, seed=1),
-        make_chest_phantom(
-            shape, spacing, follow, shift_mm=shift_mm, seed=2, anatomy=Anatomy(rotation_deg=rotation_deg)
-        ),
+        make_chest_phantom(shape, spacing, follow, shift_mm=shift_mm, seed=2, anatomy=moved),
     )
 
 

@@ -25,8 +25,11 @@ from dicomnode.plugins.api import (
     RunContext,
 )
 from pipelines.hand_xray.accuracy import box_iou, evaluate, run_on_phantom
+from pipelines.hand_xray.anatomy import read_hand
+from pipelines.hand_xray.limbs import find_limbs
 from pipelines.hand_xray.phantoms import FONTS, MarkerSpec, Phantom, PhantomSpec, make_phantom
 from pipelines.hand_xray.pipeline import HandXrayPipeline
+from pipelines.hand_xray.preprocess import prepare
 from tests.conftest import shared_data
 
 
@@ -283,11 +286,9 @@ def test_real_infant_hands_are_kept_as_left() -> None:
         assert d["selected_side"] == "L", (path.name, result.text)
         assert d["limbs"][0]["source"] == "anatomy" and d["markers"] == []
         assert d["confidence_label"] == "low"  # no marker: never "high"
-        mirrored = ds.copy()
-        pixels = ds.pixel_array[:, ::-1].copy()
-        mirrored.PixelData = pixels.tobytes()
-        flipped = pipeline.run(PipelineInputs(series=[ImageSeries([mirrored])]), RunContext())
-        assert flipped.details["limbs"][0]["thumb_side"] == "R", path.name
+        mirrored = np.ascontiguousarray(ImageSeries([ds]).frames()[0][:, ::-1])  # the thumb reading alone
+        limb = find_limbs(prepare(mirrored, ds).foreground).limbs[0]
+        assert read_hand(limb.mask).thumb.side == "R", path.name
 
 
 def test_real_leg_cr_with_lead_r_is_refused_and_its_marker_read() -> None:

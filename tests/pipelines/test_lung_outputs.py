@@ -17,7 +17,7 @@ from dicomnode.config import Settings
 from dicomnode.db.models import Job, JobKind, JobState
 from dicomnode.node import Node
 from dicomnode.testing.synthetic import StudyInfo, write_ct_series
-from pipelines.lung_longitudinal.phantoms import longitudinal_pair
+from pipelines.lung_longitudinal.phantoms import Anatomy, longitudinal_pair, make_chest_phantom, pair_lesions
 from tests.conftest import require_tool
 from tests.support.net import storescu, wait_for
 
@@ -172,3 +172,65 @@ def test_served_node_fetches_the_prior_from_the_pacs(studies, tmp_path: Path, or
     assert sorted(_statuses(doc).values()) == EXPECTED_CHANGES
     retrieved = list((tmp_path / "node" / "priors" / prior_info.study_instance_uid).glob("*.dcm"))
     assert len(retrieved) == len(list(prior_dir.glob("*.dcm")))
+
+
+def test_standalone_reports_keep_tracking_identities_with_the_prior_result(studies, tmp_path: Path) -> None:
+    """Three standalone runs, each given the previous report: the lesions keep their numbers and tracking
+    UIDs from the first report to the third (without the earlier result, a re-analysed prior would number
+    them from itself)."""
+    prior_dir, current_dir, _, _ = studies
+    _, follow = longitudinal_pair()
+    third = make_chest_phantom(
+        follow.hu.shape,
+        follow.spacing,
+        pair_lesions()[1],
+        shift_mm=(-4.0, 3.0, 5.0),
+        seed=7,
+        anatomy=Anatomy(rotation_deg=-3.0),
+    )
+    third_info = StudyInfo(patient_id="LUNG01", study_date="20260502")
+    third_dir = tmp_path / "third"
+    write_ct_series(third.hu, third_dir, spacing=third.spacing, info=third_info, series_description="Chest")
+    first_out, second_out, third_out = tmp_path / "1", tmp_path / "2", tmp_path / "3"
+    assert main(["run", "lung_longitudinal", str(prior_dir), "--output", str(first_out)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "lung_longitudinal",
+                str(current_dir),
+                "--prior",
+                str(prior_dir),
+                "--prior-result",
+                str(first_out / "result.json"),
+                "--output",
+                str(second_out),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "run",
+                "lung_longitudinal",
+                str(third_dir),
+                "--prior",
+                str(current_dir),
+                "--prior-result",
+                str(second_out / "result.json"),
+                "--output",
+                str(third_out),
+            ]
+        )
+        == 0
+    )
+    docs = [json.loads((out / "result.json").read_text()) for out in (first_out, second_out, third_out)]
+    ids = [
+        {f["tracking_id"]: f["tracking_uid"] for f in doc["findings"] if f["tracking_id"].startswith("Lesion")}
+        for doc in docs
+    ]
+    kept = set(ids[1]) & set(ids[2])
+    assert kept and all(ids[1][t] == ids[2][t] for t in kept)
+    assert all(ids[0][t] == ids[2][t] for t in set(ids[0]) & kept)  # first seen in the first report
+    assert sorted(_statuses(docs[2]).values()) == ["No change", "No change", "No change"]
