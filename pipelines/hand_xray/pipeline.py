@@ -153,7 +153,12 @@ class HandXrayPipeline(PipelineBase):
                 f"Not assessable: a {modality} image is not a hand radiograph.",
                 details={"modality": modality},
             )
-        ds, frame = _first_image(inputs.primary)
+        try:
+            ds, frame = _first_image(inputs.primary)
+        except PipelineInputError as exc:  # no pixel data, undecodable, not 2D: a refusal, not a failed job
+            return PipelineResult.not_assessable(
+                NotAssessable.MISSING_INFORMATION, f"Not assessable: the image cannot be read ({exc})."
+            )
         if min(frame.shape) < MIN_SIDE_PX:
             return PipelineResult.not_assessable(
                 NotAssessable.INSUFFICIENT_QUALITY,

@@ -5,6 +5,7 @@ the image. Text is outlined so that it reads on bright bone and on black backgro
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -38,12 +39,10 @@ def _orientation(value: object) -> tuple[Sequence[float] | None, Sequence[float]
     return _DIRECTIONS[letters[0]], _DIRECTIONS[letters[1]]
 
 
-def _base(display: np.ndarray, spacing: tuple[float, float] | None, scale: float, ds: object) -> drawing.RgbImage:
+def _base(display: np.ndarray, ds: object) -> drawing.RgbImage:
     rgb = drawing.grey_to_rgb(display)
-    size = drawing.text_scale(rgb.shape[0])
     right, down = _orientation(getattr(ds, "PatientOrientation", None))
-    drawing.draw_orientation(rgb, right, down, scale=size)
-    drawing.draw_scale_bar(rgb, (spacing[1] / scale) if spacing else None, scale=size)
+    drawing.draw_orientation(rgb, right, down, scale=drawing.text_scale(rgb.shape[0]))
     return rgb
 
 
@@ -75,7 +74,7 @@ def _lines(analysis: Analysis) -> list[str]:
 def summary_picture(analysis: Analysis) -> drawing.RgbImage:
     """RGB uint8: the annotated radiograph (working grid) with the findings in words under it."""
     work = analysis.work
-    rgb = _base(work.display, analysis.spacing, work.scale, analysis.ds)
+    rgb = _base(work.display, analysis.ds)
     size = drawing.text_scale(rgb.shape[0])
     thick = max(1, round(2 * size))
     _contour(rgb, analysis.hull, KEPT, thick)
@@ -89,7 +88,8 @@ def summary_picture(analysis: Analysis) -> drawing.RgbImage:
     for marker in analysis.markers:
         x0, y0, x1, y1 = marker.box
         cv2.rectangle(rgb, (x0 - 3, y0 - 3), (x1 + 3, y1 + 3), MARKER, thick)
-        drawing.draw_text(rgb, marker.letter, (x1 + 6, max(y0 + 12, 14)), scale=size, colour=MARKER)
+        label_x = x1 + 6 if x1 + 40 < rgb.shape[1] else max(0, x0 - 30)  # beside the box, inside the picture
+        drawing.draw_text(rgb, marker.letter, (label_x, max(y0 + 12, 14)), scale=size, colour=MARKER)
     for k, limb in enumerate(analysis.limbs.limbs):
         label = SIDE_WORDS.get(analysis.laterality.sides[k], "side?") + (
             " (kept)" if k == analysis.selection.index else ""
@@ -99,38 +99,38 @@ def summary_picture(analysis: Analysis) -> drawing.RgbImage:
     entries = [("kept hand", KEPT), ("crop for bone age", CROP), ("lead marker", MARKER)]
     if line is not None:
         entries.insert(2, ("split between hands", SPLIT))
-    drawing.draw_legend(rgb, entries, corner="top-right", scale=size * 0.8)
-    return drawing.stack_column([rgb, _panel(_lines(analysis), rgb.shape[1], size)])
+    mm_per_px = analysis.spacing[1] / s if analysis.spacing else None
+    return drawing.stack_column([rgb, _panel(_lines(analysis), rgb.shape[1], size, entries, mm_per_px)])
 
 
-def _panel(lines: list[str], width: int, size: float) -> drawing.RgbImage:
-    """Text under the picture, wrapped to its width (the panel would cut long lines)."""
+def _panel(
+    lines: list[str], width: int, size: float, entries: list[tuple[str, drawing.Rgb]], mm_per_px: float | None
+) -> drawing.RgbImage:
+    """Under the picture (so nothing covers the anatomy or a marker): the words, wrapped to the text column,
+    the colour legend at the right, and the scale bar (the panel has the picture's pixel size)."""
     scale = max(0.5, size * 0.8)
-    chars = max(20, int(width / (18 * scale)) - 1)
-    return drawing.text_panel([part for line in lines for part in _wrap(line, chars)], width, scale=scale)
+    legend_px = 260 * scale
+    chars = max(20, int((width - legend_px) / (18 * scale)) - 1)
+    wrapped = [part for line in lines for part in textwrap.wrap(line, chars)]
+    wrapped += [""] * max(0, len(entries) + 2 - len(wrapped))  # room for the legend and the bar
+    panel = drawing.text_panel(wrapped, width, scale=scale)
+    drawing.draw_legend(panel, entries, corner="top-right", scale=scale)
+    drawing.draw_scale_bar(panel, mm_per_px, scale=scale)
+    return panel
 
 
 def refusal_picture(found: NotAHand, text: str) -> drawing.RgbImage:
     """The radiograph with what was seen outlined, and why it is not assessed."""
-    rgb = _base(found.work.display, found.spacing, found.work.scale, found.ds)
+    rgb = _base(found.work.display, found.ds)
     size = drawing.text_scale(rgb.shape[0])
     for limb in found.limbs.limbs:
         _contour(rgb, limb.mask, REFUSED, max(1, round(2 * size)))
     for marker in found.markers:
         x0, y0, x1, y1 = marker.box
         cv2.rectangle(rgb, (x0 - 3, y0 - 3), (x1 + 3, y1 + 3), MARKER, 2)
-        drawing.draw_text(rgb, marker.letter, (x1 + 6, max(y0 + 12, 14)), scale=size, colour=MARKER)
-    drawing.draw_legend(rgb, [("not a hand", REFUSED), ("lead marker", MARKER)], corner="top-right", scale=size * 0.8)
+        label_x = x1 + 6 if x1 + 40 < rgb.shape[1] else max(0, x0 - 30)  # beside the box, inside the picture
+        drawing.draw_text(rgb, marker.letter, (label_x, max(y0 + 12, 14)), scale=size, colour=MARKER)
     words = text.replace("Not assessable: ", "")
-    return drawing.stack_column([rgb, _panel(["NOT ASSESSABLE:", words], rgb.shape[1], size)])
-
-
-def _wrap(text: str, width: int) -> list[str]:
-    lines, current = [], ""
-    for word in text.split():
-        if current and len(current) + 1 + len(word) > width:
-            lines.append(current)
-            current = word
-        else:
-            current = f"{current} {word}".strip()
-    return [*lines, current] if current else lines
+    entries = [("not a hand", REFUSED), ("lead marker", MARKER)]
+    mm_per_px = found.spacing[1] / found.work.scale if found.spacing else None
+    return drawing.stack_column([rgb, _panel(["NOT ASSESSABLE:", words], rgb.shape[1], size, entries, mm_per_px)])

@@ -8,6 +8,7 @@ Under them, outlined text: the volumes, the comparison, each lesion, and the tre
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -107,7 +108,7 @@ def _direction(volume: Volume, axis: int, sign: float = 1.0) -> list[float]:
     return [float(sign * v) for v in d[:, axis]]
 
 
-def _views(s: SummaryInput) -> drawing.RgbImage:
+def _views(s: SummaryInput) -> tuple[drawing.RgbImage, list[tuple[str, drawing.Rgb]]]:
     volume, tp = s.volume, s.tp
     z, y, _ = _focus(s)
     tinted = tp.abnormal if s.marking.marked_region == "abnormal" else tp.roi.lungs & ~tp.abnormal
@@ -131,7 +132,7 @@ def _views(s: SummaryInput) -> drawing.RgbImage:
         coronal, _direction(volume, 0), _direction(volume, 2, -1.0 if s.superior_last else 1.0), scale=scale
     )
     drawing.draw_scale_bar(axial, axial_mm, scale=scale)
-    drawing.draw_scale_bar(coronal, coronal_mm, scale=scale)
+    drawing.draw_scale_bar(coronal, coronal_mm, scale=scale)  # both views: their scales differ
     drawing.draw_text(axial, f"axial, slice {z + 1}", (10, round(30 * scale)), scale=scale)
     drawing.draw_text(coronal, "coronal", (10, round(30 * scale)), scale=scale)
     row = drawing.compose_row([axial, coronal], VIEW_HEIGHT)
@@ -141,8 +142,7 @@ def _views(s: SummaryInput) -> drawing.RgbImage:
     for k, r in enumerate(s.rows[:6]):
         change = f", {STATUS_WORDS[r['status']]}" if "status" in r else ""
         entries.append((f"{r['tracking_id']}: {r['volume_ml']:.1f} mL{change}", _colour(k)))
-    drawing.draw_legend(row, entries, corner="top-right", scale=scale * 0.8)
-    return row
+    return row, entries
 
 
 def _lines(s: SummaryInput) -> list[str]:
@@ -172,7 +172,13 @@ def _lines(s: SummaryInput) -> list[str]:
 
 
 def render(s: SummaryInput) -> drawing.RgbImage:
-    """RGB uint8 summary: the two views with legend, and the text under them."""
-    views = _views(s)
-    panel = drawing.text_panel(_lines(s), views.shape[1], scale=drawing.text_scale(VIEW_HEIGHT) * 0.9)
+    """RGB uint8 summary: the two views, and under them (covering nothing) the words and the legend."""
+    views, entries = _views(s)
+    scale = drawing.text_scale(VIEW_HEIGHT) * 0.9
+    legend_px = int(330 * scale)
+    chars = max(30, int((views.shape[1] - legend_px) / (18 * scale)) - 1)
+    lines = [part for line in _lines(s) for part in textwrap.wrap(line, chars)]
+    lines += [""] * max(0, len(entries) + 1 - len(lines))
+    panel = drawing.text_panel(lines, views.shape[1], scale=scale)
+    drawing.draw_legend(panel, entries, corner="top-right", scale=scale * 0.9)
     return drawing.stack_column([views, panel])
