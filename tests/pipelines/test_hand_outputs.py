@@ -103,6 +103,7 @@ def test_served_node_returns_sr_and_summary(two_hands: tuple[Path, object], tmp_
             "destinations": [
                 {"name": "PACS", "ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}
             ],
+            "pipelines": {"enabled": ["hand_xray"]},  # alone: a pipeline consuming its left_hand is not tested here
         }
     )
     node = Node(settings)
