@@ -577,10 +577,13 @@ def heartbeat(session: Session, owner: str, pipelines: Sequence[str], now: dt.da
         row.pipelines = list(pipelines)
 
 
-def worker_exited(session: Session, owner: str, detail: str) -> None:
+def worker_exited(session: Session, owner: str, detail: str, *, host: str = "") -> None:
+    """Record why a worker process ended (its supervisor's words), even if it never said it was alive."""
     row = session.get(WorkerProcess, owner)
-    if row is not None:
-        row.state, row.detail = "exited", detail[:4000]
+    if row is None:
+        row = WorkerProcess(owner=owner, host=host or owner.rpartition(":")[0], pipelines=[])
+        session.add(row)
+    row.state, row.detail, row.heartbeat_at = "exited", detail[:4000], utcnow()
 
 
 def live_workers(session: Session, *, within_seconds: float, now: dt.datetime | None = None) -> list[WorkerProcess]:

@@ -24,8 +24,7 @@ from dicomnode.plugins.api import (
 from pipelines.hand_xray.accuracy import box_iou, evaluate, run_on_phantom
 from pipelines.hand_xray.phantoms import FONTS, MarkerSpec, Phantom, PhantomSpec, make_phantom
 from pipelines.hand_xray.pipeline import HandXrayPipeline
-
-SHARED_CR = Path(__file__).resolve().parents[3] / "shared/data/conformance/pydicom_data/RG3_J2KR.dcm"
+from tests.conftest import shared_data
 
 
 def _mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
@@ -183,10 +182,9 @@ def test_accuracy_over_generated_cases(tmp_path: Path) -> None:
 
 
 def test_real_fuji_cr_with_r_marker() -> None:
-    if not SHARED_CR.exists():
-        pytest.skip(f"shared data not present: {SHARED_CR}")
-    ds = pydicom.dcmread(SHARED_CR)
-    result = HandXrayPipeline().run(PipelineInputs(series=[ImageSeries([ds], [SHARED_CR])]), RunContext())
+    path = shared_data("conformance", "pydicom_data", "RG3_J2KR.dcm")
+    ds = pydicom.dcmread(path)
+    result = HandXrayPipeline().run(PipelineInputs(series=[ImageSeries([ds], [path])]), RunContext())
     d = result.details
     assert d["limb_count"] == 1  # one leg; the collimator shadows are not limbs
     assert [m["letter"] for m in d["markers"]] == ["R"]
