@@ -194,7 +194,7 @@ def _pieces(
         nearest = int(np.argmin(dist))
         lateral = float(np.mean(dx)) * axes.left
         extent = max((s.stop - s.start) * sp for s, sp in zip(box, spacing))
-        centre = (int(round(zz.mean())), int(round(yy.mean())), int(round(xx.mean())))
+        centre = (round(zz.mean()), round(yy.mean()), round(xx.mean()))
         out.append(
             _Piece(
                 index=index,
@@ -240,8 +240,6 @@ def label_bones(
         )
     track = _spine_track(bone, body, spacing, axes, params)
     column = _spine_column(bone, track, spacing, axes, params)
-    if low_holes is not None:
-        column &= ~low_holes  # the spinal canal, enclosed by the arch, is not bone
     rest, count = morph.label(bone & ~column)
     pieces = _pieces(rest, count, column, track, spacing, axes, _trunk(body, column))
     kinds = _classify_roots(pieces, params)

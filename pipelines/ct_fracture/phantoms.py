@@ -70,6 +70,7 @@ class TrunkPhantom:
     vessels: BoolArray
     spots: BoolArray  # calcifications and the oral-contrast blob (must not become bone)
     table: BoolArray
+    canal: BoolArray  # the spinal canal: enclosed by bone, never bone
     fractures: list[PhantomFracture] = field(default_factory=list)
     rib_numbers: tuple[int, ...] = ()
 
@@ -119,6 +120,7 @@ class _Canvas:
         self.vessels = np.zeros(shape, dtype=bool)
         self.spots = np.zeros(shape, dtype=bool)
         self.table = np.zeros(shape, dtype=bool)
+        self.canal = np.zeros(shape, dtype=bool)
         self.z, self.y, self.x = _axes(shape, spacing)
 
     def window(self, center: Mm3, radius: float) -> tuple[slice, slice, slice]:
@@ -289,7 +291,9 @@ def _paint_spine(canvas: _Canvas, spine: Mm3, z_range: tuple[float, float], leve
     transverse = (np.abs(canvas.y - (sy + 24)) < 4.0) & (np.abs(canvas.x - sx) < 30) & (np.abs(canvas.x - sx) > 10)
     pedicles = (canvas.y > sy + 8) & (canvas.y < sy + 26) & (np.abs(canvas.x - sx) > 7) & (np.abs(canvas.x - sx) < 14)
     canal = (ca <= 8.0**2) & (canvas.y > sy + 17)
-    canvas.hu[np.broadcast_to(canal, canvas.shape) & np.broadcast_to(in_z, canvas.shape)] = 15.0  # CSF and cord
+    canal_full = np.broadcast_to(canal, canvas.shape) & np.broadcast_to(in_z & ~disc, canvas.shape)
+    canvas.hu[canal_full] = 15.0  # CSF and cord
+    canvas.canal |= canal_full
     arch_xy = ring | spinous | transverse | pedicles
     arch = np.broadcast_to(arch_xy, canvas.shape) & np.broadcast_to(in_z & ~disc, canvas.shape)
     canvas.hu[arch] = CORTEX_HU
@@ -363,6 +367,7 @@ def render_trunk(
         vessels=canvas.vessels,
         spots=canvas.spots,
         table=canvas.table,
+        canal=canvas.canal,
         fractures=drawn,
         rib_numbers=numbers,
     )
