@@ -28,6 +28,7 @@ Mm3 = tuple[float, float, float]
 CORTEX_HU, MARROW_HU, FAT_MARROW_HU = 1000.0, 230.0, -40.0
 SOFT_HU, FAT_HU, LUNG_HU, AIR_HU, HAEMATOMA_HU = 40.0, -100.0, -850.0, -1000.0, 55.0
 CARTILAGE_HU, METAL_HU, CALLUS_HU = 110.0, 4000.0, 650.0
+GAP_HALF_MM = 3.0  # a displaced rib fracture: 6 mm of haematoma between the ends
 
 SPINE, STERNUM = 1, 2
 LEFT_RIB_BASE, RIGHT_RIB_BASE = 100, 200  # truth label of rib n on a side: base + n
@@ -338,7 +339,7 @@ def render_trunk(
                 path = _mirror(path, cx)
             name = f"{side} rib {number}"
             specs = fx_by_bone.get(name, [])
-            breaks = [(s.where, 2.2 / _length(path)) for s in specs if s.kind in ("gap", "plate")]
+            breaks = [(s.where, GAP_HALF_MM / _length(path)) for s in specs if s.kind in ("gap", "plate")]
             _paint_tube(canvas, path, 4.6, 1.4, base + number, MARROW_HU, breaks)
             if not floating:
                 _paint_cartilage(canvas, path[-1], (float(path[-1][0]), cy - b + 16.0, cx))

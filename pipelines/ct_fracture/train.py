@@ -2,8 +2,11 @@
 bone masks are given) and the typer (when fracture types are given) on data in the RibFrac layout.
 
 Options (``--option key=value``): iterations (400), unet_iterations, typer_iterations (default: iterations),
-batch (2), width (16; 64 is the original ResNet width), patch (64 voxels), typer_patch (32), spacing (mm,
-"1.0" or "z,y,x"), lr (1e-3), seed (0), device (cpu), cache (4 cases in memory), parts (detector,bone_unet,typer).
+batch (2), width (16; 64 is the original ResNet width), unet_width (width/2), layers (blocks per ResNet stage,
+default 3,4,6,3), patch (64 voxels), unet_patch (patch), typer_patch (32), spacing (mm, "1.0" or "z,y,x"),
+lr (1e-3), unet_lr (lr), fracture_fraction (0.6 of detector patches centred on a fracture), score_threshold
+(0.2, stored with the detector), seed (0), device (cpu), threads (torch threads, 0 = torch's default), cache
+(4 cases in memory), parts (detector,bone_unet,typer).
 
 Writes ct_fracture_detector.pt (+ _bone_unet.pt, _typer.pt), manifest.json (file → sha256, each network's
 config) and training_log.json (loss per step); returns the detector's path.
@@ -178,7 +181,7 @@ def train_bone_unet(
     from torch.nn import functional as F
 
     model = nets.build_res_unet(opts["unet_width"]).to(opts["device"])
-    optimiser = _optimiser(model, opts["lr"])
+    optimiser = _optimiser(model, opts["unet_lr"])
     history = []
     patch = opts["unet_patch"]
     with_bone = [i for i, f in enumerate(cache.files) if f.bone is not None]
@@ -255,6 +258,7 @@ def _options(options: Mapping[str, str]) -> dict[str, Any]:
         "typer_patch": int(_number(options, "typer_patch", 32)),
         "spacing": _spacing(options.get("spacing", "1.0")),
         "lr": _number(options, "lr", 1e-3),
+        "unet_lr": _number(options, "unet_lr", _number(options, "lr", 1e-3)),
         "seed": int(_number(options, "seed", 0)),
         "device": str(options.get("device", "cpu")),
         "cache": int(_number(options, "cache", 4)),

@@ -1,0 +1,186 @@
+"""ct_fracture's learned path: a tiny training run on phantoms in the RibFrac layout (loss falls, the manifest
+holds the weights' sha256, reloaded weights give identical outputs), the trained detector finds a phantom's
+gap fracture, and the pipeline with verified weights reports it as a finding on the right rib; a wrong
+checksum leaves detection not installed."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pydicom
+import pytest
+
+from dicomnode.plugins.api import ImageSeries, PipelineInputs, RunContext, WeightsStatus
+from dicomnode.plugins.weights import sha256_of
+from dicomnode.synthetic import write_ct_series
+from pipelines.ct_fracture import dataset
+from pipelines.ct_fracture.fcos import box_iou
+from pipelines.ct_fracture.phantoms import FractureSpec, PhantomLayout, render_trunk
+from pipelines.ct_fracture.pipeline import CtFracturePipeline
+
+torch = pytest.importorskip("torch")
+
+SPACING = (2.5, 1.5, 1.5)
+LAYOUT = PhantomLayout(n_ribs=4)
+OPTIONS = {
+    "iterations": "160",
+    "unet_iterations": "60",
+    "unet_patch": "16",
+    "typer_iterations": "30",
+    "batch": "4",
+    "width": "4",
+    "patch": "32",
+    "typer_patch": "32",
+    "spacing": ",".join(str(s) for s in SPACING),
+    "lr": "3e-3",
+    "unet_lr": "1e-2",
+    "fracture_fraction": "0.9",
+    "threads": "1",
+    "seed": "0",
+}
+HELD_OUT = (FractureSpec("left rib 10", 0.45, "gap"),)
+
+
+def _training_specs(k: int) -> tuple[FractureSpec, ...]:
+    kinds = ("gap", "callus", "plate")
+    return (
+        FractureSpec("left rib 10", 0.35 + 0.1 * k, "gap"),
+        FractureSpec(f"right rib {9 + k}", 0.55, kinds[k]),
+        FractureSpec(f"left rib {11 - k}", 0.6, kinds[(k + 1) % 3]),
+        FractureSpec("right arm", 0.45, "step"),
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    data = tmp_path_factory.mktemp("ribfrac")
+    rows = []
+    for k in range(3):
+        phantom = render_trunk(LAYOUT, SPACING, _training_specs(k), seed=20 + k)
+        case = f"Phantom{k}"
+        dataset.write_case(data / "images", case, phantom.hu, SPACING, phantom.fracture_labels(), phantom.bone)
+        rows += [(case, j, 1, f.type) for j, f in enumerate(phantom.fractures, start=1)]
+    with (data / "phantom-info.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["public_id", "label_id", "label_code", "fracture_type"])
+        writer.writerows(rows)
+    out = tmp_path_factory.mktemp("weights")
+    main = CtFracturePipeline().train(data, out, OPTIONS)
+    return main, out, data
+
+
+def _context(out, manifest, sha_override=None, names=("detector", "bone_unet", "typer")) -> RunContext:
+    weights = {}
+    for name, entry in manifest["networks"].items():
+        if name not in names:
+            continue
+        path = out / entry["file"]
+        ok = sha_override is None or name not in sha_override
+        weights[name] = WeightsStatus(name, ok, "verified" if ok else "sha256 mismatch", path if ok else None, entry["sha256"])
+    return RunContext(params={"threads": 1}, weights=weights)
+
+
+def test_training_writes_verified_weights_and_the_loss_falls(trained):
+    main, out, _ = trained
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert main.name == "ct_fracture_detector.pt"
+    assert set(manifest["networks"]) == {"detector", "bone_unet", "typer"}
+    for name, sha in manifest["files"].items():
+        assert sha256_of(out / name) == sha
+    log = json.loads((out / "training_log.json").read_text())
+    for part in ("detector", "bone_unet"):
+        losses = [h["loss"] for h in log[part]]
+        assert np.mean(losses[-15:]) < 0.9 * np.mean(losses[:15]), part
+
+
+def test_reloaded_detector_gives_identical_outputs(trained):
+    from pipelines.ct_fracture import nets
+
+    main, _, _ = trained
+    first, _ = nets.load(main, "detector")
+    second, _ = nets.load(main, "detector")
+    x = torch.from_numpy(np.random.default_rng(1).normal(0, 0.3, (1, 1, 32, 32, 32)).astype(np.float32))
+    with torch.no_grad():
+        for (a, b, c), (d, e, f) in zip(first(x), second(x)):
+            assert torch.equal(a, d) and torch.equal(b, e) and torch.equal(c, f)
+    with pytest.raises(ValueError, match="not 'typer'"):
+        nets.load(main, "typer")
+
+
+def test_trained_detector_finds_the_gap(trained):
+    from pipelines.ct_fracture import inference, nets
+
+    main, _, _ = trained
+    model, config = nets.load(main, "detector")
+    phantom = render_trunk(LAYOUT, SPACING, HELD_OUT, seed=99)
+    found = inference.detect(model, phantom.hu, SPACING, config, bone=phantom.bone, score_threshold=0.05)
+    gap = np.array([phantom.fractures[0].box], dtype=np.float64)
+    iou = box_iou(found.boxes[:5], gap)[:, 0]
+    assert iou.max() > 0.2, (found.scores[:5], iou)
+
+
+@pytest.fixture(scope="module")
+def learned_result(trained, tmp_path_factory):
+    _, out, _ = trained
+    manifest = json.loads((out / "manifest.json").read_text())
+    phantom = render_trunk(LAYOUT, SPACING, HELD_OUT, seed=99)
+    paths = write_ct_series(phantom.hu, tmp_path_factory.mktemp("ct"), spacing=SPACING)
+    series = ImageSeries([pydicom.dcmread(p, stop_before_pixels=True) for p in paths], paths)
+    pipeline = CtFracturePipeline()
+    ctx = _context(out, manifest, names=("detector", "typer"))  # the 30-step U-Net is no bone segmenter yet
+    ctx.state = pipeline.setup(ctx)
+    return pipeline.run(PipelineInputs(series=[series]), ctx), phantom, series, manifest
+
+
+def test_pipeline_reports_the_gap_on_its_rib(learned_result):
+    res, phantom, series, manifest = learned_result
+    fractures = [g for g in res.groups if g.finding.meaning == "Fracture"]
+    assert fractures and all(g.confidence is not None and g.model == "detector" for g in fractures)
+    volume = series.volume()
+    gap_mm = volume.index_to_patient(np.asarray(phantom.fractures[0].center_zyx))
+    hits = [
+        g for g in fractures
+        if all(lo - 3 <= c <= hi + 3 for c, lo, hi in zip(gap_mm, *g.regions_3d[0].points))
+    ]
+    assert hits, [g.tracking_id for g in fractures]
+    best = max(hits, key=lambda g: g.confidence)
+    assert "left rib 10" in best.tracking_id
+    rib = [m.value for m in best.measurements if m.name.meaning == "Rib number"]
+    assert rib == [10.0] and best.laterality.meaning == "Left"
+    assert best.regions_3d[0].frame_of_reference_uid == volume.frame_of_reference_uid
+    assert {m.name for m in res.models} >= {"detector"}
+    assert {m.sha256 for m in res.models} <= set(manifest["files"].values())
+    assert res.label_map("fractures") is not None and res.overall_produced_by.value == "mixed"
+
+
+def test_every_reported_fracture_lies_on_bone(learned_result):
+    res, phantom, _, _ = learned_result
+    bone = res.label_map("bones").array > 0
+    for fracture in res.details["fractures"]:
+        z0, y0, x0, z1, y1, x1 = (int(round(v)) for v in fracture["box_voxels_zyx"])
+        assert bone[max(0, z0 - 2) : z1 + 2, max(0, y0 - 2) : y1 + 2, max(0, x0 - 2) : x1 + 2].any()
+
+
+def test_wrong_checksum_leaves_detection_not_installed(trained, tmp_path):
+    _, out, _ = trained
+    manifest = json.loads((out / "manifest.json").read_text())
+    phantom = render_trunk(PhantomLayout(n_ribs=2, arms=False), SPACING, (), seed=4)
+    paths = write_ct_series(phantom.hu, tmp_path, spacing=SPACING)
+    series = ImageSeries([pydicom.dcmread(p, stop_before_pixels=True) for p in paths], paths)
+    ctx = _context(out, manifest, sha_override={"detector", "bone_unet", "typer"})
+    res = CtFracturePipeline().run(PipelineInputs(series=[series]), ctx)
+    assert "sha256 mismatch" in res.text and "not installed" in res.text
+    assert not [g for g in res.groups if g.finding.meaning == "Fracture"]
+
+
+def test_evaluate_reports_froc_and_bone_dice(trained):
+    _, out, data = trained
+    manifest = json.loads((out / "manifest.json").read_text())
+    report = CtFracturePipeline().evaluate(data, {"limit": "1"}, _context(out, manifest, names=("detector",)))
+    assert report["cases"] == 1
+    assert 0.5 < report["bone_dice"]["mean"] <= 1.0
+    detection = report["detection"]
+    assert set(detection["sensitivity_at_fp"]) == {"0.5", "1", "2", "4", "8"}
+    assert 0.0 <= detection["froc"] <= 1.0 and detection["fractures"] == 4
