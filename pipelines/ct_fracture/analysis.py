@@ -47,6 +47,7 @@ class AnalysisParams:
     bone_margin_mm: float = 3.0  # "slightly dilated bone mask" of the patent's filter
     metal_near_mm: float = 10.0
     score_threshold: float | None = None  # None: the detector's own (from its training)
+    max_fractures: int = 20  # the most confident ones: a report with a hundred boxes helps nobody
 
 
 @dataclass
@@ -157,6 +158,8 @@ def analyse(
             continue
         metal_mm = _metal_distance(box, masks.metal, spacing, params.metal_near_mm)
         fractures.append(Fracture(box, float(score), which, None, None, None, metal_mm))
+        if len(fractures) >= params.max_fractures:
+            break
     seconds["fracture detection"] = time.monotonic() - started
     _type(fractures, hu, spacing, models)
     return Analysis(skeleton, masks, cleanup, bone_path, fractures, "learned", len(found.boxes), off_bone, seconds)

@@ -1,7 +1,8 @@
 """``dicomnode evaluate ct_fracture --data DIR``: the RibFrac FROC of the installed detector and the bone Dice of
 the bone segmentation in use, on data in the RibFrac layout (bone masks optional).
 
-Options: score_threshold (0.05: the FROC needs the low-confidence detections too), hit_iou (0.2), limit (cases).
+Options: score_threshold (0.05: the FROC needs the low-confidence detections too), max (200 detections per
+scan), hit_iou (0.2), limit (cases).
 Hits are judged on boxes: each detection's box against each ground-truth fracture's bounding box (RibFrac
 judges instance masks; a box IoU is the comparable measure for a box detector and is the one nnDetection and
 the FCOS literature report).
@@ -40,7 +41,9 @@ def evaluate(data_dir: Any, options: Mapping[str, str], models: Models, params: 
     limit = int(_option(options, "limit", 0))
     if limit > 0:
         files = files[:limit]
-    params = replace(params, score_threshold=_option(options, "score_threshold", 0.05))
+    params = replace(
+        params, score_threshold=_option(options, "score_threshold", 0.05), max_fractures=int(_option(options, "max", 200))
+    )
     hit_iou = _option(options, "hit_iou", HIT_IOU)
     scans: list[ScanResult] = []
     dices: dict[str, float] = {}

@@ -7,7 +7,7 @@ classical cue (metal next to the fracture → post-operative).
 
 Parameters (``[pipelines.params.ct_fracture]``): bone_hu (200), partial_hu (100), metal_hu (2500),
 min_volume_ml (0.15), max_gap_mm (15), keep_isolated_ml (15), bone_margin_mm (3), metal_near_mm (10),
-score_threshold (the detector's own), threads (torch threads, 0 = torch's default); weights: detector_file /
+score_threshold (the detector's own), max_fractures (20, the most confident), threads (torch threads, 0 = torch's default); weights: detector_file /
 detector_sha256, bone_unet_file / bone_unet_sha256, typer_file / typer_sha256.
 """
 
@@ -80,6 +80,7 @@ def analysis_params(params: Mapping[str, Any]) -> AnalysisParams:
         bone_margin_mm=_float(params, "bone_margin_mm", 3.0),
         metal_near_mm=_float(params, "metal_near_mm", 10.0),
         score_threshold=None if threshold is None else _float(params, "score_threshold", 0.2),
+        max_fractures=int(_float(params, "max_fractures", 20)),
     )
 
 
