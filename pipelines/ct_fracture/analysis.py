@@ -41,9 +41,9 @@ class Models:
 
 @dataclass(frozen=True)
 class AnalysisParams:
-    bone: BoneParams = BoneParams()
-    cleanup: CleanupParams = CleanupParams()
-    anatomy: AnatomyParams = AnatomyParams()
+    bone: BoneParams = field(default_factory=BoneParams)
+    cleanup: CleanupParams = field(default_factory=CleanupParams)
+    anatomy: AnatomyParams = field(default_factory=AnatomyParams)
     bone_margin_mm: float = 3.0  # "slightly dilated bone mask" of the patent's filter
     metal_near_mm: float = 10.0
     score_threshold: float | None = None  # None: the detector's own (from its training)
@@ -104,6 +104,33 @@ def _metal_distance(
     return distance if distance <= near else None
 
 
+def _clean_and_name(
+    raw: morph.BoolArray, masks: BoneMasks, spacing: Sequence[float], direction: Sequence[float], params: AnalysisParams
+) -> tuple[CleanupResult, Skeleton]:
+    """Clean-up and naming on the bounding box of bone and metal (a third to a half of a CT's voxels), the
+    bone label map put back on the full grid."""
+    box = morph.bounding_box(raw | masks.metal, margin=2)
+    if box is None:
+        box = (slice(0, raw.shape[0]), slice(0, raw.shape[1]), slice(0, raw.shape[2]))
+    cleanup = clean_components(np.ascontiguousarray(raw[box]), spacing, params.cleanup)
+    skeleton = label_bones(
+        cleanup.labels,
+        np.ascontiguousarray(masks.body[box]),
+        spacing,
+        direction,
+        low_holes=np.ascontiguousarray(masks.low_holes[box]),
+        metal=np.ascontiguousarray(masks.metal[box]),
+        params=params.anatomy,
+    )
+    labels = np.zeros(raw.shape, dtype=np.uint8)
+    labels[box] = skeleton.labels
+    skeleton.labels = labels
+    components = np.zeros(raw.shape, dtype=cleanup.labels.dtype)
+    components[box] = cleanup.labels
+    cleanup.labels = components
+    return cleanup, skeleton
+
+
 def analyse(
     hu: npt.NDArray[np.float32],
     spacing: Sequence[float],
@@ -123,16 +150,7 @@ def analyse(
         raw = inference.segment_bone(models.bone_unet.module, hu, spacing, models.bone_unet.config, models.device)
         raw &= masks.body & ~masks.metal
         bone_path = "learned"
-    cleanup = clean_components(raw, spacing, params.cleanup)
-    skeleton = label_bones(
-        cleanup.labels,
-        masks.body,
-        spacing,
-        direction,
-        low_holes=masks.low_holes,
-        metal=masks.metal,
-        params=params.anatomy,
-    )
+    cleanup, skeleton = _clean_and_name(raw, masks, spacing, direction, params)
     seconds["bone segmentation"] = time.monotonic() - started
     if models.detector is None:
         reason = models.reasons.get("detector", "no detector weights installed")

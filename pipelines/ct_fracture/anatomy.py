@@ -75,7 +75,7 @@ class Axes:
 
 @dataclass(frozen=True)
 class AnatomyParams:
-    spine_half_width_mm: float = 24.0
+    spine_half_width_mm: float = 34.0  # transverse processes included: outside, they would join the ribs
     spine_front_mm: float = 30.0  # the column reaches this far in front of the spine centre ...
     spine_back_mm: float = 70.0  # ... and this far behind it (spinous processes)
     rib_root_mm: float = 55.0  # a rib's nearest point lies within this distance of the spine centre
@@ -118,12 +118,17 @@ def _spine_track(
     return track
 
 
+TRUNK_STEP = 4  # the trunk is found on every 4th pixel: arms are centimetres away, never a pixel
+
+
 def _trunk(body: morph.BoolArray, column: morph.BoolArray) -> morph.BoolArray:
-    """The body component holding the spine (arms beside the trunk are other components), holes filled."""
-    labels, n = morph.label(body, full_connectivity=False)
+    """The body component holding the spine (arms beside the trunk are other components), on a grid thinned by
+    TRUNK_STEP in plane."""
+    small = np.ascontiguousarray(body[:, ::TRUNK_STEP, ::TRUNK_STEP])
+    labels, n = morph.label(small, full_connectivity=False)
     if n <= 1 or not column.any():
-        return body
-    hits = np.bincount(labels[column], minlength=n + 1)
+        return small
+    hits = np.bincount(labels[column[:, ::TRUNK_STEP, ::TRUNK_STEP]], minlength=n + 1)
     hits[0] = 0
     return np.asarray(labels == int(hits.argmax()))
 
@@ -168,7 +173,7 @@ class _Piece:
 
 
 def _pieces(
-    labels: npt.NDArray[np.int32],
+    labels: morph.LabelArray,
     count: int,
     column: morph.BoolArray,
     track: npt.NDArray[np.float64],
@@ -207,14 +212,14 @@ def _pieces(
                 lateral_mm=abs(lateral),
                 anterior_mm=-float(np.mean(dy)) * axes.posterior,
                 touches_spine=bool(near_column[box][comp].any()),
-                in_trunk=bool(trunk[centre]),
+                in_trunk=bool(trunk[centre[0], centre[1] // TRUNK_STEP, centre[2] // TRUNK_STEP]),
             )
         )
     return out
 
 
 def label_bones(
-    components: npt.NDArray[np.int32],
+    components: morph.LabelArray,
     body: morph.BoolArray,
     spacing: Sequence[float],
     direction: Sequence[float],
@@ -315,7 +320,7 @@ def _classify_rest(
 
 
 def _attach_fragments(
-    rest: npt.NDArray[np.int32], pieces: list[_Piece], kinds: dict[int, str], spacing: Sequence[float], gap_mm: float
+    rest: morph.LabelArray, pieces: list[_Piece], kinds: dict[int, str], spacing: Sequence[float], gap_mm: float
 ) -> dict[int, int]:
     """Pieces broken off a rib (unplaced, on the same side, within ``gap_mm`` of a rib): fragment → rib index."""
     rib_side = {p.index: p.side for p in pieces if kinds[p.index] == "rib"}
@@ -330,12 +335,18 @@ def _attach_fragments(
         box = tuple(
             slice(max(0, s.start - r), min(n, s.stop + r)) for s, r, n in zip(boxes[p.index - 1], reach, rest.shape)
         )
-        grown = morph.dilate(rest[box] == p.index, reach)
-        hits = np.bincount(rest[box][grown], minlength=rest.max() + 1)
-        hits[0] = 0
-        candidates = [(int(hits[i]), i) for i in rib_side if rib_side[i] == p.side and hits[i] > 0]
-        if candidates:
-            out[p.index] = max(candidates)[1]
+        fragment = rest[box] == p.index
+        same_side = [i for i in rib_side if rib_side[i] == p.side]
+        # grow step by step: the first rib reached is the nearest (a neighbouring rib runs parallel for long
+        # stretches and would win a count of overlaps)
+        for step in range(1, max(reach) + 1):
+            radius = tuple(min(r, max(1, round(step * r / max(reach)))) for r in reach)
+            grown = morph.dilate(fragment, (radius[0], radius[1], radius[2]))
+            hits = np.bincount(rest[box][grown], minlength=int(rest.max()) + 1)
+            candidates = [(int(hits[i]), i) for i in same_side if hits[i] > 0]
+            if candidates:
+                out[p.index] = max(candidates)[1]
+                break
     return out
 
 

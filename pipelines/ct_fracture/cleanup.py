@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
 from pipelines.ct_fracture import morphology as morph
 
@@ -24,7 +23,7 @@ class CleanupParams:
 
 @dataclass
 class CleanupResult:
-    labels: npt.NDArray[np.int32]  # kept components relabelled 1..count, largest first
+    labels: morph.LabelArray  # kept components relabelled 1..count, largest first
     count: int
     dropped_small: int
     dropped_isolated: int
@@ -55,7 +54,8 @@ def clean_components(
     drop_isolated = isolated & (volume_ml < params.keep_isolated_ml)
     kept = big_enough & ~drop_isolated
     order = np.argsort(-volume_ml * kept, kind="stable")
-    new_label = np.zeros(n + 1, dtype=np.int32)
+    new_label = np.zeros(n + 1, dtype=np.uint32)
     count = int(kept.sum())
-    new_label[order[:count]] = np.arange(1, count + 1, dtype=np.int32)
+    new_label[order[:count]] = np.arange(1, count + 1, dtype=np.uint32)
+    del groups
     return CleanupResult(new_label[labels], count, int(small[1:].sum()), int(drop_isolated.sum()))

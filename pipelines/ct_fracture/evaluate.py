@@ -42,7 +42,9 @@ def evaluate(data_dir: Any, options: Mapping[str, str], models: Models, params: 
     if limit > 0:
         files = files[:limit]
     params = replace(
-        params, score_threshold=_option(options, "score_threshold", 0.05), max_fractures=int(_option(options, "max", 200))
+        params,
+        score_threshold=_option(options, "score_threshold", 0.05),
+        max_fractures=int(_option(options, "max", 200)),
     )
     hit_iou = _option(options, "hit_iou", HIT_IOU)
     scans: list[ScanResult] = []

@@ -64,8 +64,11 @@ def level_targets(
     return labels, dist, ctr
 
 
-def targets_for(feature_shapes: Sequence[Sequence[int]], boxes: Boxes) -> list[tuple[npt.NDArray[np.float32], ...]]:
-    out = []
+Targets = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]
+
+
+def targets_for(feature_shapes: Sequence[Sequence[int]], boxes: Boxes) -> list[Targets]:
+    out: list[Targets] = []
     for shape, stride, size_range in zip(feature_shapes, FCOS_STRIDES, SIZE_RANGES):
         out.append(level_targets(locations(shape, stride), boxes, stride, size_range))
     return out
@@ -93,33 +96,33 @@ def fcos_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Focal loss (class), GIoU loss weighted by centre-ness (boxes), BCE (centre-ness), over all levels."""
     import torch
-    from torch.nn import functional as F
+    from torch.nn import functional
 
     cls_all, reg_all, ctr_all, t_lab, t_reg, t_ctr = [], [], [], [], [], []
     shapes = [o[0].shape[2:] for o in outputs]
     for i, boxes in enumerate(boxes_per_sample):
         levels = targets_for(shapes, np.asarray(boxes, dtype=np.float64).reshape(-1, 6))
-        for (cls, reg, ctr), (lab, dist, cen) in zip(outputs, levels):
-            cls_all.append(cls[i].reshape(-1))
-            reg_all.append(reg[i].reshape(6, -1).T)
-            ctr_all.append(ctr[i].reshape(-1))
-            t_lab.append(torch.from_numpy(lab))
-            t_reg.append(torch.from_numpy(dist))
-            t_ctr.append(torch.from_numpy(cen))
+        for (cls_i, reg_i, ctr_i), (level_lab, level_dist, level_cen) in zip(outputs, levels):
+            cls_all.append(cls_i[i].reshape(-1))
+            reg_all.append(reg_i[i].reshape(6, -1).T)
+            ctr_all.append(ctr_i[i].reshape(-1))
+            t_lab.append(torch.from_numpy(level_lab))
+            t_reg.append(torch.from_numpy(level_dist))
+            t_ctr.append(torch.from_numpy(level_cen))
     device = cls_all[0].device
     cls, reg, ctr = torch.cat(cls_all), torch.cat(reg_all), torch.cat(ctr_all)
     lab, dist, cen = (torch.cat(t).to(device) for t in (t_lab, t_reg, t_ctr))
     positives = lab > 0
     n_pos = max(1.0, float(positives.sum()))
     prob = torch.sigmoid(cls)
-    ce = F.binary_cross_entropy_with_logits(cls, lab, reduction="none")
+    ce = functional.binary_cross_entropy_with_logits(cls, lab, reduction="none")
     p_t = prob * lab + (1 - prob) * (1 - lab)
     alpha = 0.25 * lab + 0.75 * (1 - lab)
     focal = (alpha * (1 - p_t) ** 2 * ce).sum() / n_pos
     if positives.any():
         weight = cen[positives]
         box = (_giou_loss(reg[positives], dist[positives]) * weight).sum() / weight.sum().clamp(min=1e-6)
-        centre = F.binary_cross_entropy_with_logits(ctr[positives], cen[positives])
+        centre = functional.binary_cross_entropy_with_logits(ctr[positives], cen[positives])
     else:
         box = reg.sum() * 0.0
         centre = ctr.sum() * 0.0

@@ -141,9 +141,9 @@ def segment_bone(
             p = torch.softmax(model(tile), dim=1)[0, 1].cpu().numpy()
             prob[z : z + patch, y : y + patch, w : w + patch] += p
             weight[z : z + patch, y : y + patch, w : w + patch] += 1.0
-    prob = (prob / np.maximum(weight, 1.0))[: shape[0], : shape[1], : shape[2]]
+    mean = (prob / np.maximum(weight, 1.0))[: shape[0], : shape[1], : shape[2]]
     back = [o / n for o, n in zip(hu.shape, shape)]
-    full = resample(prob, back, order=1) if any(abs(b - 1) > 1e-6 for b in back) else prob
+    full = resample(mean, back, order=1) if any(abs(b - 1) > 1e-6 for b in back) else mean
     out = np.zeros(hu.shape, dtype=bool)
     sl = tuple(slice(0, min(a, b)) for a, b in zip(hu.shape, full.shape))
     out[sl] = full[sl] > 0.5

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 BoolArray = npt.NDArray[np.bool_]
-LabelArray = npt.NDArray[np.int32]
+LabelArray = npt.NDArray[np.uint32]
 
 
 def radius_voxels(radius_mm: float, spacing: Sequence[float]) -> tuple[int, int, int]:
@@ -29,7 +29,7 @@ def radius_voxels(radius_mm: float, spacing: Sequence[float]) -> tuple[int, int,
 
 
 def _kernel(ry: int, rx: int) -> npt.NDArray[np.uint8]:
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * rx + 1, 2 * ry + 1))
+    return np.asarray(cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * rx + 1, 2 * ry + 1)), dtype=np.uint8)
 
 
 def _as_u8(mask: BoolArray) -> npt.NDArray[np.uint8]:
@@ -99,9 +99,14 @@ def fill_holes_split(
     out = u8.copy()
     low = np.zeros(u8.shape, dtype=bool)
     for k in range(u8.shape[0]):
-        plane = u8[k]
-        if not plane.any():
+        rows = np.flatnonzero(u8[k].any(axis=1))
+        if rows.size == 0:
             continue
+        cols = np.flatnonzero(u8[k].any(axis=0))
+        # the plane's bounding box grown by one pixel: the background round the mask stays one component
+        r0, r1 = max(0, rows[0] - 1), min(u8.shape[1], rows[-1] + 2)
+        c0, c1 = max(0, cols[0] - 1), min(u8.shape[2], cols[-1] + 2)
+        plane = u8[k, r0:r1, c0:c1]
         count, labels, stats, _ = cv2.connectedComponentsWithStats((plane == 0).astype(np.uint8), connectivity=4)
         if count <= 2:
             continue
@@ -119,12 +124,12 @@ def fill_holes_split(
         if not keep.any():
             continue
         holes = keep[labels]
-        out[k][holes] = 1
+        out[k, r0:r1, c0:c1][holes] = 1
         if vals is not None and low_value is not None:
             for index in np.flatnonzero(keep):
                 hole = labels == index
-                if float(np.median(vals[k][hole])) < low_value:
-                    low[k] |= hole
+                if float(np.median(vals[k, r0:r1, c0:c1][hole])) < low_value:
+                    low[k, r0:r1, c0:c1] |= hole
     return np.asarray(np.moveaxis(out, 0, axis).view(bool)), np.asarray(np.moveaxis(low, 0, axis))
 
 
@@ -133,11 +138,12 @@ def label(mask: BoolArray, full_connectivity: bool = True) -> tuple[LabelArray, 
     import SimpleITK as sitk  # noqa: N813
 
     if not mask.any():
-        return np.zeros(mask.shape, dtype=np.int32), 0
+        return np.zeros(mask.shape, dtype=np.uint32), 0
     image = sitk.GetImageFromArray(_as_u8(mask))
     components = sitk.ConnectedComponent(image, full_connectivity)
-    labels = sitk.GetArrayFromImage(components).astype(np.int32, copy=False)
-    return labels, int(labels.max())
+    del image
+    count = int(sitk.GetArrayViewFromImage(components).max())
+    return sitk.GetArrayFromImage(components), count
 
 
 def component_sizes(labels: LabelArray, count: int, mask: BoolArray | None = None) -> npt.NDArray[np.int64]:

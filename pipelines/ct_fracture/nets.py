@@ -34,21 +34,13 @@ def flush_denormals() -> None:
     torch.set_flush_denormal(True)
 
 
-def _modules() -> Any:
-    """torch.nn, imported on first use."""
-    from torch import nn
-
-    return nn
-
-
 # --------------------------------------------------------------------------------------------- U-Net
 def build_res_unet(width: int = 8, levels: int = 3, in_channels: int = 1, classes: int = 2) -> nn.Module:
     """Residual 3D U-Net: (N, 1, D, H, W) → (N, classes, D, H, W) logits; D, H, W divisible by 2**levels."""
     import torch
+    from torch import nn
 
-    nn = _modules()
-
-    class ResBlock(nn.Module):  # type: ignore[misc]
+    class ResBlock(nn.Module):
         def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
             super().__init__()
             self.conv1 = nn.Conv3d(cin, cout, 3, stride=stride, padding=1, bias=False)
@@ -67,7 +59,7 @@ def build_res_unet(width: int = 8, levels: int = 3, in_channels: int = 1, classe
             y = self.norm2(self.conv2(y))
             return self.act(y + self.skip(x))
 
-    class ResUNet(nn.Module):  # type: ignore[misc]
+    class ResUNet(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             chans = [width * 2**k for k in range(levels + 1)]
@@ -90,18 +82,25 @@ def build_res_unet(width: int = 8, levels: int = 3, in_channels: int = 1, classe
 
 
 # --------------------------------------------------------------------------------------------- ResNets
+def stage_channels(kind: str, width: int) -> list[int]:
+    """Channels of the four stages' outputs of :func:`build_resnet3d`."""
+    expansion = 4 if kind == "resnet50" else 1
+    return [width * 2**k * expansion for k in range(4)]
+
+
 def build_resnet3d(
     kind: str, width: int = 64, layers: tuple[int, ...] | None = None, in_channels: int = 1
 ) -> nn.Module:
     """A 3D ResNet feature extractor: ``kind`` "resnet50" (bottleneck blocks) or "resnet34" (basic blocks).
     ``forward`` returns the feature maps of its four stages (strides 4, 8, 16, 32); ``out_channels`` lists
     their channel counts."""
-    nn = _modules()
+    from torch import nn
+
     bottleneck = kind == "resnet50"
-    layers = layers or (RESNET50_LAYERS if bottleneck else RESNET34_LAYERS)
+    stage_blocks: tuple[int, ...] = layers or (RESNET50_LAYERS if bottleneck else RESNET34_LAYERS)
     expansion = 4 if bottleneck else 1
 
-    class Basic(nn.Module):  # type: ignore[misc]
+    class Basic(nn.Module):
         def __init__(self, cin: int, planes: int, stride: int) -> None:
             super().__init__()
             cout = planes * expansion
@@ -118,7 +117,7 @@ def build_resnet3d(
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.act(self.body(x) + self.skip(x))
 
-    class Bottleneck(nn.Module):  # type: ignore[misc]
+    class Bottleneck(nn.Module):
         def __init__(self, cin: int, planes: int, stride: int) -> None:
             super().__init__()
             cout = planes * expansion
@@ -145,7 +144,7 @@ def build_resnet3d(
 
     block = Bottleneck if bottleneck else Basic
 
-    class ResNet(nn.Module):  # type: ignore[misc]
+    class ResNet(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.stem = nn.Sequential(
@@ -156,7 +155,7 @@ def build_resnet3d(
             )
             stages, cin = [], width
             self.out_channels: list[int] = []
-            for k, count in enumerate(layers):
+            for k, count in enumerate(stage_blocks):
                 planes = width * 2**k
                 blocks = []
                 for j in range(count):
@@ -186,8 +185,8 @@ def build_fcos_detector(
     """ResNet-50 (3D) + FPN + 3D FCOS head. ``forward`` returns, per FPN level, (class logits (N, 1, d, h, w),
     box distances (N, 6, d, h, w) in units of the level's stride, centre-ness logits (N, 1, d, h, w))."""
     import torch
+    from torch import nn
 
-    nn = _modules()
     backbone = build_resnet3d("resnet50", width, layers)
     channels = fpn_channels or max(8, width * 4)
     groups = 8 if channels % 8 == 0 else 1
@@ -202,11 +201,11 @@ def build_fcos_detector(
             ]
         return nn.Sequential(*parts)
 
-    class Fcos(nn.Module):  # type: ignore[misc]
+    class Fcos(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.backbone = backbone
-            used = backbone.out_channels[: len(FCOS_STRIDES)]
+            used = stage_channels("resnet50", width)[: len(FCOS_STRIDES)]
             self.lateral = nn.ModuleList(nn.Conv3d(c, channels, 1) for c in used)
             self.smooth = nn.ModuleList(nn.Conv3d(channels, channels, 3, padding=1) for _ in used)
             self.cls_tower, self.reg_tower = conv_tower(), conv_tower()
@@ -214,7 +213,8 @@ def build_fcos_detector(
             self.reg = nn.Conv3d(channels, 6, 3, padding=1)
             self.ctr = nn.Conv3d(channels, 1, 3, padding=1)
             self.scales = nn.Parameter(torch.ones(len(FCOS_STRIDES)))
-            nn.init.constant_(self.cls.bias, -4.6)  # prior 0.01: focal loss starts stable
+            if self.cls.bias is not None:
+                nn.init.constant_(self.cls.bias, -4.6)  # prior 0.01: focal loss starts stable
 
         def forward(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
             feats = self.backbone(x)[: len(FCOS_STRIDES)]
@@ -239,17 +239,18 @@ def build_typer(
 ) -> nn.Module:
     """ResNet-34 (3D) multi-scale features → tokens → multi-head self-attention → average pooling → FC."""
     import torch
+    from torch import nn
 
-    nn = _modules()
     backbone = build_resnet3d("resnet34", width, layers)
     d_model = max(heads * 4, width * 4)
 
-    class Typer(nn.Module):  # type: ignore[misc]
+    class Typer(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.backbone = backbone
-            self.project = nn.ModuleList(nn.Conv3d(c, d_model, 1) for c in backbone.out_channels[1:])
-            self.level = nn.Parameter(torch.zeros(len(backbone.out_channels) - 1, d_model))
+            channels = stage_channels("resnet34", width)[1:]
+            self.project = nn.ModuleList(nn.Conv3d(c, d_model, 1) for c in channels)
+            self.level = nn.Parameter(torch.zeros(len(channels), d_model))
             self.attention = nn.MultiheadAttention(d_model, heads, batch_first=True)
             self.norm = nn.LayerNorm(d_model)
             self.fc = nn.Linear(d_model, classes)

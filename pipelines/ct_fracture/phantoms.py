@@ -8,7 +8,7 @@ streaks beside one fracture, blur (partial volume) and noise. Fractures are gaps
 gaps with a plate (post-operative) and steps (a shifted bone end), each with its known box.
 
 Geometry is in millimetres on the (z, y, x) index grid: z increases towards the head, x towards the patient's
-left, y towards the back (the LPS frame :func:`dicomnode.synthetic.write_ct_series` writes). Never imported by
+left, y towards the back (the LPS frame :func:`dicomnode.testing.synthetic.write_ct_series` writes). Never imported by
 the pipeline's runtime path.
 """
 

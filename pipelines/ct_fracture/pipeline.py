@@ -7,8 +7,9 @@ classical cue (metal next to the fracture → post-operative).
 
 Parameters (``[pipelines.params.ct_fracture]``): bone_hu (200), partial_hu (100), metal_hu (2500),
 min_volume_ml (0.15), max_gap_mm (15), keep_isolated_ml (15), bone_margin_mm (3), metal_near_mm (10),
-score_threshold (the detector's own), max_fractures (20, the most confident), threads (torch threads, 0 = torch's default); weights: detector_file /
-detector_sha256, bone_unet_file / bone_unet_sha256, typer_file / typer_sha256.
+score_threshold (the detector's own), max_fractures (20, the most confident), threads (torch threads, 0 =
+torch's default); weights: detector_file / detector_sha256, bone_unet_file / bone_unet_sha256, typer_file /
+typer_sha256.
 """
 
 from __future__ import annotations

@@ -104,7 +104,8 @@ def fracture_group(k: int, fracture: Fracture, volume: Volume, model_name: str, 
     frame = volume.frame_of_reference_uid or ""
     regions = []
     if frame:
-        regions = [Region3D.box(low, high, frame), Region3D.point(volume.index_to_patient(fracture.centre), frame)]
+        centre = volume.index_to_patient(fracture.centre)
+        regions = [Region3D.box(low.tolist(), high.tolist(), frame), Region3D.point(centre.tolist(), frame)]
     bone = fracture.bone
     measurements = [Measurement(codes.LENGTH, float(np.max(high - low)), codes.MM, produced_by=ProducedBy.LEARNED)]
     if bone is not None and bone.rib_number is not None:

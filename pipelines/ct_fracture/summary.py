@@ -54,8 +54,8 @@ def _coronal(analysis: Analysis, volume: Volume, axes: Axes) -> tuple[drawing.Rg
     if axes.left < 0:
         image = image[:, ::-1]
     aspect = volume.spacing[0] / volume.spacing[2]
-    image = cv2.resize(np.ascontiguousarray(image), (image.shape[1], max(1, round(image.shape[0] * aspect))))
-    return np.ascontiguousarray(image), float(volume.spacing[2])
+    resized = cv2.resize(np.ascontiguousarray(image), (image.shape[1], max(1, round(image.shape[0] * aspect))))
+    return np.ascontiguousarray(resized, dtype=np.uint8), float(volume.spacing[2])
 
 
 def _axial(analysis: Analysis, volume: Volume, axes: Axes, k: int) -> drawing.RgbImage:

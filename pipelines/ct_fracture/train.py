@@ -178,7 +178,7 @@ def train_bone_unet(
     cache: CaseCache, opts: dict[str, Any], rng: np.random.Generator
 ) -> tuple[Any, list[dict[str, float]]]:
     import torch
-    from torch.nn import functional as F
+    from torch.nn import functional
 
     model = nets.build_res_unet(opts["unet_width"]).to(opts["device"])
     optimiser = _optimiser(model, opts["unet_lr"])
@@ -191,6 +191,8 @@ def train_bone_unet(
         xs, ys = [], []
         for _ in range(opts["batch"]):
             x, _, y = _patch_at(prep, _centre(prep, rng, 0.0, patch), patch, rng)
+            if y is None:
+                raise PipelineInputError(f"case {prep.case_id} has no bone mask")
             xs.append(x[None])
             ys.append(y)
         x_t = torch.from_numpy(np.stack(xs)).to(opts["device"])
@@ -199,7 +201,7 @@ def train_bone_unet(
         prob = torch.softmax(logits, dim=1)[:, 1]
         target = y_t.float()
         dice = (2 * (prob * target).sum() + 1) / (prob.sum() + target.sum() + 1)
-        loss = F.cross_entropy(logits, y_t) + (1 - dice)
+        loss = functional.cross_entropy(logits, y_t) + (1 - dice)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -209,7 +211,7 @@ def train_bone_unet(
 
 def train_typer(cache: CaseCache, opts: dict[str, Any], rng: np.random.Generator) -> tuple[Any, list[dict[str, float]]]:
     import torch
-    from torch.nn import functional as F
+    from torch.nn import functional
 
     config = {"patch": opts["typer_patch"], "spacing": list(cache.spacing)}
     samples: list[tuple[int, int]] = []
@@ -234,7 +236,7 @@ def train_typer(cache: CaseCache, opts: dict[str, Any], rng: np.random.Generator
             xs.append(crop[None])
             ys.append(nets.FRACTURE_TYPES.index(str(prep.types[j])))
         logits = model(torch.from_numpy(np.stack(xs)).to(opts["device"]))
-        loss = F.cross_entropy(logits, torch.tensor(ys, device=opts["device"]))
+        loss = functional.cross_entropy(logits, torch.tensor(ys, device=opts["device"]))
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

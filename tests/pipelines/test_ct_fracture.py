@@ -8,7 +8,7 @@ import pydicom
 import pytest
 
 from dicomnode.plugins.api import ImageSeries, NotAssessable, PipelineInputs, RunContext
-from dicomnode.synthetic import write_ct_series
+from dicomnode.testing.synthetic import write_ct_series
 from pipelines.ct_fracture import anatomy
 from pipelines.ct_fracture.phantoms import (
     LEFT_ARM,

@@ -17,9 +17,8 @@ import pytest
 
 from dicomnode.plugins.api import ImageSeries, PipelineInputs, RunContext, WeightsStatus
 from dicomnode.plugins.weights import sha256_of
-from dicomnode.synthetic import write_ct_series
+from dicomnode.testing.synthetic import write_ct_series
 from pipelines.ct_fracture import dataset
-from pipelines.ct_fracture.fcos import box_iou
 from pipelines.ct_fracture.phantoms import FractureSpec, PhantomLayout, render_trunk
 from pipelines.ct_fracture.pipeline import CtFracturePipeline
 
@@ -81,7 +80,9 @@ def _context(out, manifest, sha_override=None, names=("detector", "bone_unet", "
             continue
         path = out / entry["file"]
         ok = sha_override is None or name not in sha_override
-        weights[name] = WeightsStatus(name, ok, "verified" if ok else "sha256 mismatch", path if ok else None, entry["sha256"])
+        weights[name] = WeightsStatus(
+            name, ok, "verified" if ok else "sha256 mismatch", path if ok else None, entry["sha256"]
+        )
     return RunContext(params={"threads": 1}, weights=weights)
 
 
@@ -143,17 +144,23 @@ def test_pipeline_reports_fractures_as_3d_findings(learned_result):
         assert rib == ([float(detail["rib_number"])] if detail["rib_number"] else [])
         if detail["bone"] and detail["bone"].split()[0] in ("Left", "Right"):
             assert group.laterality.meaning == detail["bone"].split()[0]
-        assert detail["typed_by"] == "learned" and detail["type"] in {"fresh", "old", "post-operative", "suspected", "other"}
+        assert detail["typed_by"] == "learned" and detail["type"] in {
+            "fresh",
+            "old",
+            "post-operative",
+            "suspected",
+            "other",
+        }
     assert {m.name for m in res.models} == {"detector", "typer"}
     assert {m.sha256 for m in res.models} <= set(manifest["files"].values())
     assert res.label_map("fractures") is not None and res.overall_produced_by.value == "mixed"
 
 
 def test_every_reported_fracture_lies_on_bone(learned_result):
-    res, phantom, _, _ = learned_result
+    res, _, _, _ = learned_result
     bone = res.label_map("bones").array > 0
     for fracture in res.details["fractures"]:
-        z0, y0, x0, z1, y1, x1 = (int(round(v)) for v in fracture["box_voxels_zyx"])
+        z0, y0, x0, z1, y1, x1 = (round(v) for v in fracture["box_voxels_zyx"])
         assert bone[max(0, z0 - 2) : z1 + 2, max(0, y0 - 2) : y1 + 2, max(0, x0 - 2) : x1 + 2].any()
 
 

@@ -22,8 +22,13 @@ def test_froc_on_a_case_worked_by_hand():
     # operating points by threshold: >0.9 none; (0.85,0.9]: 1 hit 0 FP; (0.8,0.85]: same;
     # (0.6,0.8]: 1 hit, 1 FP -> 0.5 FP/scan; (0.5,0.6]: 1 hit, 2 FP -> 1.0; (0.3,0.5]: 1 hit, 3 FP -> 1.5;
     # (0.2,0.3]: 2 hits, 3 FP; <=0.2: 3 hits, 3 FP -> 1.5 FP/scan at sensitivity 1.
-    assert report["sensitivity_at_fp"] == {"0.5": pytest.approx(1 / 3, abs=1e-4), "1": pytest.approx(1 / 3, abs=1e-4),
-                                           "2": 1.0, "4": 1.0, "8": 1.0}
+    assert report["sensitivity_at_fp"] == {
+        "0.5": pytest.approx(1 / 3, abs=1e-4),
+        "1": pytest.approx(1 / 3, abs=1e-4),
+        "2": 1.0,
+        "4": 1.0,
+        "8": 1.0,
+    }
     assert report["froc"] == pytest.approx((1 / 3 + 1 / 3 + 3) / 5)
     assert report["max_sensitivity"] == 1.0 and report["fp_per_scan_at_max_sensitivity"] == 1.5
     assert report["fractures"] == 3 and report["scans"] == 2
