@@ -3,13 +3,14 @@ holds the weights' sha256, reloaded weights give identical outputs), the pipelin
 its detections as 3D findings on bone with their bone, rib number and type, a wrong checksum leaves detection
 not installed, and the evaluation computes the FROC and bone Dice.
 
-The 100-step detector is not yet a fracture detector (that takes thousands of steps): these tests prove the
+The 60-step detector is not yet a fracture detector (that takes thousands of steps): these tests prove the
 training, loading, inference and reporting code, not its accuracy."""
 
 from __future__ import annotations
 
 import csv
 import json
+import subprocess
 
 import numpy as np
 import pydicom
@@ -27,7 +28,7 @@ torch = pytest.importorskip("torch")
 SPACING = (2.5, 1.5, 1.5)
 LAYOUT = PhantomLayout(n_ribs=4)
 OPTIONS = {
-    "iterations": "100",
+    "iterations": "60",
     "unet_iterations": "60",
     "unet_patch": "16",
     "typer_iterations": "30",
@@ -123,11 +124,11 @@ def learned_result(trained, tmp_path_factory):
     pipeline = CtFracturePipeline()
     ctx = _context(out, manifest, names=("detector", "typer"))  # the 30-step U-Net is no bone segmenter yet
     ctx.state = pipeline.setup(ctx)
-    return pipeline.run(PipelineInputs(series=[series]), ctx), phantom, series, manifest
+    return pipeline.run(PipelineInputs(series=[series]), ctx), phantom, series, manifest, paths[0].parent
 
 
 def test_pipeline_reports_fractures_as_3d_findings(learned_result):
-    res, _, series, manifest = learned_result
+    res, _, series, manifest, _ = learned_result
     volume = series.volume()
     fractures = [g for g in res.groups if g.finding.meaning == "Fracture"]
     assert 0 < len(fractures) <= 20  # max_fractures: the most confident only
@@ -157,7 +158,7 @@ def test_pipeline_reports_fractures_as_3d_findings(learned_result):
 
 
 def test_every_reported_fracture_lies_on_bone(learned_result):
-    res, _, _, _ = learned_result
+    res, _, _, _, _ = learned_result
     bone = res.label_map("bones").array > 0
     for fracture in res.details["fractures"]:
         z0, y0, x0, z1, y1, x1 = (round(v) for v in fracture["box_voxels_zyx"])
@@ -185,3 +186,35 @@ def test_evaluate_reports_froc_and_bone_dice(trained):
     detection = report["detection"]
     assert set(detection["sensitivity_at_fp"]) == {"0.5", "1", "2", "4", "8"}
     assert 0.0 <= detection["froc"] <= 1.0 and detection["fractures"] == 4
+
+
+def test_dicomnode_run_with_weights_writes_clean_seg_and_sr(trained, learned_result, tmp_path):
+    import highdicom as hd
+
+    from dicomnode.cli import main
+    from tests.conftest import require_tool
+
+    dciodvfy = require_tool("dciodvfy")
+    _, out, _ = trained
+    manifest = json.loads((out / "manifest.json").read_text())
+    source = learned_result[4]
+    config = tmp_path / "node.toml"
+    config.write_text('[pipelines]\nextra = ["pipelines.ct_fracture.pipeline:CtFracturePipeline"]\n')
+    params = ["threads=1", "max_fractures=3"]
+    for name in ("detector", "typer"):
+        entry = manifest["networks"][name]
+        params += [f"{name}_file={out / entry['file']}", f"{name}_sha256={entry['sha256']}"]
+    argv = ["run", "--config", str(config), "--data-dir", str(tmp_path / "node"), "ct_fracture", str(source)]
+    argv += ["--output", str(tmp_path / "out")] + [a for p in params for a in ("--param", p)]
+    assert main(argv) == 0
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["produced_by"] == "mixed" and {m["name"] for m in result["models"]} == {"detector", "typer"}
+    files = sorted((tmp_path / "out").glob("*.dcm"))
+    segs = [hd.seg.segread(f) for f in files if f.name.startswith("seg_")]
+    assert sorted(s.SeriesDescription.split()[-1] for s in segs) == ["bones", "fractures"]
+    sr = hd.sr.srread(next(f for f in files if f.name.startswith("sr_")))
+    assert len(sr.ContentSequence) > 0
+    for path in files:
+        report = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True)
+        errors = [line for line in (report.stdout + report.stderr).splitlines() if line.startswith("Error")]
+        assert not errors, (path.name, errors)
