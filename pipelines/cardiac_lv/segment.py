@@ -32,8 +32,9 @@ OUTSIDE_MM = 3.0  # what must not look like myocardium beyond the epicardium
 SMOOTH_COST = 0.6  # per radial sample of thickness change between neighbouring directions
 PRIOR_COST = 0.02  # per radial sample away from the median wall, per direction
 FIRST_FRACTION = 0.35  # the first cavity border: this share of the wall-to-blood contrast above the wall
-ENDO_FRACTION = 0.2  # the cavity border: this share of the wall-to-blood contrast above the compact wall
+ENDO_FRACTION = 0.25  # the cavity border: this share of the wall-to-blood contrast above the compact wall
 EXPAND_MM = 5.0  # how far that border may lie outside the first one (and at most a quarter of its radius)
+CLEAR_CONTRAST = 0.25  # an epicardial edge is refined where its contrast is this share of blood-to-wall
 MAX_GROWTH = 1.8  # a cavity larger than this times the area the LV search found has leaked
 
 
@@ -196,10 +197,12 @@ def _epicardium_cost(
     return cost, profiles, local
 
 
-def _refine(profiles: FloatArray, wall: FloatArray, width_mm: FloatArray, widths: FloatArray) -> FloatArray:
+def _refine(
+    profiles: FloatArray, wall: FloatArray, width_mm: FloatArray, widths: FloatArray, clear: float
+) -> FloatArray:
     """Move each direction's epicardium to where its profile crosses half-way between the wall and what lies
-    beyond (within 2 mm of the dynamic-programming answer), where that contrast is clear; elsewhere (liver)
-    keep the answer."""
+    beyond (within 2 mm of the dynamic-programming answer), where that contrast is at least ``clear``;
+    elsewhere (liver) keep the answer."""
     step = float(widths[1] - widths[0])
     n_dir, n_w = profiles.shape
     at = np.clip(np.rint(width_mm / step).astype(int), 0, n_w - 1)
@@ -215,7 +218,7 @@ def _refine(profiles: FloatArray, wall: FloatArray, width_mm: FloatArray, widths
     values = profiles[rows, np.clip(window, 0, n_w - 1)]
     signed = (values - level[:, None]) * np.sign(contrast)[:, None]  # < 0 on the wall side
     crosses = (signed[:, :-1] < 0) & (signed[:, 1:] >= 0) & valid[:, :-1] & valid[:, 1:]
-    found = crosses.any(axis=1) & (np.abs(contrast) >= 0.15)
+    found = crosses.any(axis=1) & (np.abs(contrast) >= clear)
     first = np.argmax(crosses, axis=1)
     s0 = signed[np.arange(n_dir), first]
     s1 = signed[np.arange(n_dir), first + 1]
@@ -290,7 +293,8 @@ def _epicardia(
         if item is None:
             out.append(None)
             continue
-        width_mm = _refine(profiles[k], walls[k], widths[candidates[paths[k]]], widths)
+        clear = max(0.03, CLEAR_CONTRAST * (item[2] - float(np.median(walls[k]))))
+        width_mm = _refine(profiles[k], walls[k], widths[candidates[paths[k]]], widths, clear)
         width_mm = _smooth_circular(ndi.median_filter(width_mm, size=5, mode="wrap"), 1.5)
         out.append((item[1] + np.maximum(width_mm, MIN_WALL_MM) / grid_mm, float(np.median(walls[k]))))
         k += 1
