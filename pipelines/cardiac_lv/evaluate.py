@@ -94,7 +94,7 @@ def _evaluate_labelled(data_dir: Path, options: Mapping[str, str], ensemble: Any
         "path": path,
         "data": data.source,
         "items": len(data),
-        "subjects": int(len(np.unique(data.subject))),
+        "subjects": len(np.unique(data.subject)),
         "index_order": list(INDEX_NAMES),
         "metrics": index_metrics(predicted, data.indices),
         "phase_error_rate": phase_error_rate(phase, data.phase),
@@ -190,10 +190,10 @@ def _evaluate_case(pipeline: CardiacLvPipeline, case: Path, degree: int) -> dict
                         "dice": None if ours is None else _round(dice(ours, expert)),
                     }
                 )
-            if expert_cavity is not None and expert_epi is not None and analysis is not None:
-                if analysis.contours[t] is not None:
-                    expert_idx.append(lvquan_indices(expert_cavity, expert_epi & ~expert_cavity, spacing).as_vector())
-                    ours_idx.append(analysis.indices[t])
+            both = expert_cavity is not None and expert_epi is not None
+            if both and analysis is not None and analysis.contours[t] is not None:
+                expert_idx.append(lvquan_indices(expert_cavity, expert_epi & ~expert_cavity, spacing).as_vector())
+                ours_idx.append(analysis.indices[t])
         if analysis is not None and analysis.phase is not None and len(areas_here) == 2:
             (t_es, _), (t_ed, _) = sorted(areas_here.items(), key=lambda kv: kv[1])
             n = cine.n_times

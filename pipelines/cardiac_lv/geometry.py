@@ -119,18 +119,27 @@ def boundary_radii(
     inside = values >= 0.5
     # First sample outside, per ray (a ray that never leaves within reach ends at the last sample).
     first_out = np.where(inside.all(axis=1), len(radii) - 1, np.argmin(inside, axis=1))
-    out = np.zeros(len(angles))
-    for k, j in enumerate(first_out):
-        if j == 0:
-            continue  # the ray starts outside the mask
-        v0, v1 = float(values[k, j - 1]), float(values[k, j])
-        frac = (v0 - 0.5) / (v0 - v1) if v0 != v1 else 0.0
-        out[k] = radii[j - 1] + frac * step_mm
-    return out
+    rays = np.arange(len(angles))
+    before = np.maximum(first_out - 1, 0)
+    v0 = values[rays, before].astype(np.float64)
+    v1 = values[rays, first_out].astype(np.float64)
+    drop = v0 - v1
+    frac = np.divide(v0 - 0.5, drop, out=np.zeros_like(drop), where=drop != 0)
+    # A ray that starts outside the mask (first sample already outside) has radius 0.
+    return np.where(first_out == 0, 0.0, radii[before] + frac * step_mm)
 
 
 def _filled(mask: BoolArray) -> BoolArray:
     return np.asarray(ndi.binary_fill_holes(mask), dtype=bool)
+
+
+def _crop(masks: tuple[BoolArray, ...], margin: int = 3) -> tuple[tuple[BoolArray, ...], tuple[int, int]]:
+    """The masks cut to their joint bounding box (plus ``margin``), and the box's corner."""
+    union = np.logical_or.reduce(masks)
+    rows, cols = np.nonzero(union)
+    r0, c0 = max(int(rows.min()) - margin, 0), max(int(cols.min()) - margin, 0)
+    r1, c1 = int(rows.max()) + margin + 1, int(cols.max()) + margin + 1
+    return tuple(m[r0:r1, c0:c1] for m in masks), (r0, c0)
 
 
 def lvquan_indices(
@@ -146,21 +155,22 @@ def lvquan_indices(
         raise ValueError("the cavity mask is empty: no indices can be measured")
     in_pixels = spacing_rc is None
     sr, sc = (1.0, 1.0) if spacing_rc is None else spacing_rc
-    centre = ndi.center_of_mass(cavity)
-    centre_rc = (float(centre[0]), float(centre[1]))
+    (cav, myo), (r0, c0) = _crop((np.asarray(cavity, dtype=bool), np.asarray(myocardium, dtype=bool)))
+    centre = ndi.center_of_mass(cav)
+    local = (float(centre[0]), float(centre[1]))
     angles = ray_angles_deg()
     sectors = sector_of(angles)
-    endo = boundary_radii(_filled(cavity), centre_rc, (sr, sc), angles)
-    epi = boundary_radii(_filled(cavity | myocardium), centre_rc, (sr, sc), angles)
+    endo = boundary_radii(_filled(cav), local, (sr, sc), angles)
+    epi = boundary_radii(_filled(cav | myo), local, (sr, sc), angles)
     thickness = np.maximum(epi - endo, 0.0)
     rwt = tuple(float(thickness[sectors == name].mean()) for name in RWT_ORDER)
     dims = tuple(float(2.0 * endo[(sectors == a) | (sectors == b)].mean()) for a, b in DIMENSION_SECTORS)
     pixel_area = sr * sc
     return LvIndices(
-        cavity_area=float(cavity.sum() * pixel_area),
-        myocardium_area=float(myocardium.sum() * pixel_area),
+        cavity_area=float(cav.sum() * pixel_area),
+        myocardium_area=float(myo.sum() * pixel_area),
         dimensions=dims,  # type: ignore[arg-type]
         rwt=rwt,  # type: ignore[arg-type]
-        centre_rc=centre_rc,
+        centre_rc=(local[0] + r0, local[1] + c0),
         in_pixels=in_pixels,
     )

@@ -124,10 +124,11 @@ def _motion(frames: FloatArray, region: BoolArray, threshold: float, grow_px: in
     areas = []
     for frame in frames[:, r0:r1, c0:c1]:
         bright = ((frame > threshold) & near).astype(np.uint8)
-        _, labels = cv2.connectedComponents(bright, connectivity=4)
+        n, labels = cv2.connectedComponents(bright, connectivity=4)
         hit = np.unique(labels[seed & (bright > 0)])
         hit = hit[hit > 0]
-        areas.append(float(np.isin(labels, hit).sum()) if hit.size else 0.0)
+        sizes = np.bincount(labels.ravel(), minlength=n)
+        areas.append(float(sizes[hit].sum()) if hit.size else 0.0)
     a = np.asarray(areas)
     top = float(a.max())
     return (float((top - a.min()) / top) if top > 0 else 0.0), top

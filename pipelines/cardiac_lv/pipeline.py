@@ -309,7 +309,9 @@ class CardiacLvPipeline(PipelineBase):
         degree: int,
     ) -> dict[str, Any]:
         def rows(values: npt.NDArray[np.float64]) -> list[list[float | None]]:
-            return [[None if not np.isfinite(v) else round(float(v), 3) for v in row] for row in values]
+            rounded = np.round(values, 3).astype(object)
+            rounded[~np.isfinite(values)] = None
+            return [[None if v is None else float(v) for v in row] for row in rounded.tolist()]
 
         details: dict[str, Any] = {
             "produced_by": reported.produced_by.value,

@@ -28,19 +28,19 @@ def equalise(frames: npt.NDArray[np.floating], bins: int = HISTOGRAM_BINS) -> Fl
     at 0 so that it does not take half of the output range.
     """
     values = np.asarray(frames, dtype=np.float32)
-    low, high = float(values.min()), float(np.percentile(values, 99.9))
+    low = float(values.min())
+    # The 99.9th percentile from a subsample: the full sort costs more than the rest of the equalisation.
+    sample = values.ravel()[:: max(1, values.size // 200_000)]
+    high = float(np.percentile(sample, 99.9))
     if high <= low:
         return np.zeros_like(values)
-    clipped = np.clip(values, low, high)
-    hist, edges = np.histogram(clipped, bins=bins, range=(low, high))
-    floor = low + 0.05 * (high - low)
-    hist[edges[:-1] < floor] = 0  # air does not stretch the range
-    cdf = np.cumsum(hist).astype(np.float64)
+    index = np.clip(((values - low) * (bins / (high - low))).astype(np.int32), 0, bins - 1)
+    hist = np.bincount(index.ravel(), minlength=bins)
+    hist[: max(1, int(0.05 * bins))] = 0  # air (the darkest 5 % of the range) does not stretch the range
+    cdf = np.cumsum(hist).astype(np.float32)
     if cdf[-1] == 0:
         return np.zeros_like(values)
-    cdf /= cdf[-1]
-    centres = 0.5 * (edges[:-1] + edges[1:])
-    return np.interp(clipped, centres, cdf).astype(np.float32)
+    return np.asarray((cdf / cdf[-1])[index], dtype=np.float32)
 
 
 def normalise(frames: npt.NDArray[np.floating]) -> FloatArray:

@@ -16,6 +16,7 @@ neighbours.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -25,7 +26,7 @@ from scipy import ndimage as ndi
 __all__ = ["N_DIRECTIONS", "FrameContours", "segment_frames"]
 
 FloatArray = npt.NDArray[np.float64]
-N_DIRECTIONS = 180  # contour directions (2° apart), clockwise from image-up
+N_DIRECTIONS = 120  # contour directions (3° apart), clockwise from image-up
 RADIAL_STEP = 0.5  # grid pixels per radial sample in the polar image
 MIN_WALL_MM, MAX_WALL_MM = 2.5, 22.0
 OUTSIDE_MM = 3.0  # what must not look like myocardium beyond the epicardium
@@ -47,6 +48,11 @@ class FrameContours:
     epi: FloatArray
     blood_level: float
     wall_level: float
+
+
+def _directions(degrees: float) -> float:
+    """How many contour directions span ``degrees``."""
+    return degrees * N_DIRECTIONS / 360.0
 
 
 def _angles() -> FloatArray:
@@ -86,12 +92,14 @@ def _hull_of_bright(
     bright = np.asarray(
         cv2.morphologyEx(((frame > threshold) & allowed).astype(np.uint8), cv2.MORPH_OPEN, _disc(opening_px))
     )
-    _, labels = cv2.connectedComponents(bright, connectivity=4)
+    n, labels = cv2.connectedComponents(bright, connectivity=4)
     hits = np.unique(labels[core & (bright > 0)])
     hits = hits[hits > 0]
     if hits.size == 0:
         return None
-    contours, _ = cv2.findContours(np.isin(labels, hits).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    keep = np.zeros(n, dtype=np.uint8)
+    keep[hits] = 1
+    contours, _ = cv2.findContours(keep[labels], cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     hull = np.zeros(frame.shape, dtype=np.uint8)
     cv2.fillPoly(hull, [cv2.convexHull(np.concatenate(contours))], 1)
     return hull
@@ -181,7 +189,9 @@ def _epicardium_cost(
     profiles = cv2.remap(frame, map_c, map_r, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float64)
     near_wall = (widths >= 1.5) & (widths <= 4.5)
     # The wall's grey level per direction (coil sensitivity makes it vary round the ring), smoothed over 30°.
-    local = ndi.median_filter(np.median(profiles[:, near_wall], axis=1), size=15, mode="wrap")
+    local = ndi.median_filter(
+        np.median(profiles[:, near_wall], axis=1), size=2 * round(_directions(15.0)) + 1, mode="wrap"
+    )
     noise = float(np.median(np.abs(profiles[:, near_wall] - local[:, None]))) * 1.4826
     # What counts as "not myocardium": a third of the blood-wall contrast, or three noise levels.
     scale = max(3.0 * noise, 0.3 * (blood - float(np.median(local))), 0.03)
@@ -227,18 +237,23 @@ def _refine(
     return np.where(found, refined, width_mm)
 
 
+@lru_cache(maxsize=4)
+def _fourier_basis(harmonics: int) -> FloatArray:
+    theta = np.deg2rad(_angles())
+    columns = [np.ones_like(theta)] + [f(k * theta) for k in range(1, harmonics + 1) for f in (np.cos, np.sin)]
+    return np.column_stack(columns)
+
+
 def _upper_envelope(radii: FloatArray, harmonics: int = 3, notch_px: float = 0.3) -> FloatArray:
     """The cavity boundary with notches bridged: a low-order Fourier fit that the points well below it stop
     pulling down (papillary muscles against the wall leave such notches in the blood pool); the measured
     radius is kept wherever it is not more than ``notch_px`` below the fit."""
-    theta = np.deg2rad(_angles())
-    basis = np.column_stack(
-        [np.ones_like(theta)] + [f(k * theta) for k in range(1, harmonics + 1) for f in (np.cos, np.sin)]
-    )
+    basis = _fourier_basis(harmonics)
     weights = np.ones_like(radii)
     fit = radii
     for _ in range(6):
-        coef, *_ = np.linalg.lstsq(basis * weights[:, None], radii * weights, rcond=None)
+        weighted = basis * weights[:, None]
+        coef = np.linalg.solve(weighted.T @ basis + 1e-9 * np.eye(basis.shape[1]), weighted.T @ radii)
         fit = basis @ coef
         weights = np.where(radii - fit < -notch_px, 0.05, 1.0)
     return np.where(radii < fit - notch_px, fit, radii)
@@ -269,7 +284,7 @@ def _endocardium(cavity: npt.NDArray[np.bool_]) -> tuple[tuple[float, float], Fl
     c = ndi.center_of_mass(cavity)
     centre = (float(c[0]), float(c[1]))
     radii = _star_radii(cavity, centre, cavity.shape[0] / 2.0)
-    return centre, _smooth_circular(_upper_envelope(radii), 1.0)
+    return centre, _smooth_circular(_upper_envelope(radii), _directions(2.0))
 
 
 def _epicardia(
@@ -295,7 +310,9 @@ def _epicardia(
             continue
         clear = max(0.03, CLEAR_CONTRAST * (item[2] - float(np.median(walls[k]))))
         width_mm = _refine(profiles[k], walls[k], widths[candidates[paths[k]]], widths, clear)
-        width_mm = _smooth_circular(ndi.median_filter(width_mm, size=5, mode="wrap"), 1.5)
+        width_mm = _smooth_circular(
+            ndi.median_filter(width_mm, size=2 * round(_directions(5.0)) + 1, mode="wrap"), _directions(3.0)
+        )
         out.append((item[1] + np.maximum(width_mm, MIN_WALL_MM) / grid_mm, float(np.median(walls[k]))))
         k += 1
     return out
