@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from dicomnode.dispatch.destination import Destination, validate_ae_title
+from dicomnode.addresses import Destination, validate_ae_title
 from dicomnode.errors import ConfigError, ValidationError
 from dicomnode.routing.rules import Rule
 
@@ -62,7 +62,7 @@ class WorkerSettings(_Strict):
     max_attempts: int = Field(default=3, ge=1)
     retry_base_seconds: float = Field(default=5.0, ge=0)
     poll_seconds: float = Field(default=0.5, gt=0)
-    device: str = "cpu"
+    device: str = "auto"
 
 
 class DispatchSettings(_Strict):

@@ -12,11 +12,12 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from dicomnode.addresses import Destination
 from dicomnode.config import Settings
 from dicomnode.db import repository as repo
 from dicomnode.db.engine import Database
 from dicomnode.db.models import Delivery, DeliveryState, utcnow
-from dicomnode.dispatch import Destination, Outcome, SendOutcome, StoreSCU, backoff_delay
+from dicomnode.dispatch import Outcome, SendOutcome, StoreSCU, backoff_delay
 
 log = logging.getLogger(__name__)
 

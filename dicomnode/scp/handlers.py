@@ -17,8 +17,8 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
+from dicomnode import dimse as status
 from dicomnode.errors import StoreError, StoreFullError, ValidationError
-from dicomnode.scp import status
 from dicomnode.store import InstanceStore
 
 logger = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.transport import ThreadedAssociationServer
 
+from dicomnode import dimse as status
 from dicomnode.errors import ConfigError, ValidationError
-from dicomnode.scp import status
 from dicomnode.scp.contexts import storage_scp_contexts
 from dicomnode.scp.handlers import InstanceSink, StoreHandler
 from dicomnode.store import InstanceStore

@@ -10,10 +10,11 @@ import numpy as np
 import pydicom
 import pytest
 
-from dicomnode.dispatch import Destination, Outcome, StoreSCU
+from dicomnode.addresses import Destination
+from dicomnode.dispatch import Outcome, StoreSCU
 from dicomnode.scp import ScpSettings, StorageSCP
 from dicomnode.store import InstanceStore
-from dicomnode.synthetic import StudyInfo, write_ct_series, write_radiograph
+from dicomnode.testing.synthetic import StudyInfo, write_ct_series, write_radiograph
 from tests.integration.test_scp import CONFORMANCE, RecordingSink
 from tests.support.orthanc import Orthanc, dcmtk, free_port, wait_for_port
 
