@@ -18,10 +18,10 @@ import numpy as np
 import pydicom
 
 from dicomnode.plugins.api import ImageSeries, PipelineInputs, RunContext
+from dicomnode.testing.cine import write_cine
 from pipelines.cardiac_lv.metrics import ANCHORS, index_metrics
 from pipelines.cardiac_lv.phantoms import PhantomSpec, make_cine, make_stack
 from pipelines.cardiac_lv.pipeline import CardiacLvPipeline
-from pipelines.cardiac_lv.synthetic_dicom import CineGeometry, write_classic_cine
 
 
 def _series(paths: list[Path]) -> ImageSeries:
@@ -51,10 +51,10 @@ def main() -> None:
     spec = PhantomSpec(
         shape=(args.size, args.size), spacing_mm=spacing, n_frames=args.frames, centre_offset_mm=(12, -8)
     )
-    geometry = CineGeometry(pixel_spacing_mm=spacing)
+    oblique = {"row_direction": (0.72, 0.62, -0.31), "column_direction": (-0.45, 0.75, 0.49)}
     with tempfile.TemporaryDirectory() as tmp:
         one = make_cine(spec)
-        paths = write_classic_cine(one.images[np.newaxis], Path(tmp) / "one", geometry)
+        paths = write_cine(one.images[np.newaxis], Path(tmp) / "one", pixel_spacing=(spacing, spacing), **oblique)
         seconds, cpu, result = _time_run(paths, {}, args.repeat)
         metrics = index_metrics(np.array(result.details["indices"]), one.indices)  # type: ignore[union-attr]
         print(
@@ -68,7 +68,9 @@ def main() -> None:
             + " (LVQuan18 winner {areas_mm2:.0f} / {dimensions_mm:.2f} / {rwt_mm:.2f})".format(**ANCHORS)
         )
         stack = make_stack(args.positions, 10.0, spec)
-        paths = write_classic_cine(stack.images, Path(tmp) / "stack", geometry)
+        paths = write_cine(
+            stack.images, Path(tmp) / "stack", pixel_spacing=(spacing, spacing), slice_spacing=10.0, **oblique
+        )
         seconds, cpu, result = _time_run(paths, {"analyse_all_positions": True}, 1)
         volumes = result.details.get("volumes", {})  # type: ignore[union-attr]
         print(

@@ -12,16 +12,11 @@ import pytest
 
 from dicomnode.errors import PipelineInputError
 from dicomnode.plugins.api import ImageSeries, NotAssessable, Outcome, PipelineInputs, ProducedBy, RunContext
+from dicomnode.testing.cine import CineLayout, write_cine
 from pipelines.cardiac_lv import codes
 from pipelines.cardiac_lv.metrics import ANCHORS, dice, index_metrics
 from pipelines.cardiac_lv.phantoms import PhantomSpec, make_cine, make_stack
 from pipelines.cardiac_lv.pipeline import CardiacLvPipeline
-from pipelines.cardiac_lv.synthetic_dicom import (
-    CineGeometry,
-    write_classic_cine,
-    write_enhanced_cine,
-    write_series_per_position,
-)
 
 # A heart off-centre, end-diastole late in the cine (systole wraps round), the ellipse tilted, walls unequal.
 SPEC = PhantomSpec(
@@ -34,8 +29,24 @@ SPEC = PhantomSpec(
 )
 
 
+# An oblique short-axis plane, as planned on a real scanner.
+OBLIQUE = {"row_direction": (0.72, 0.62, -0.31), "column_direction": (-0.45, 0.75, 0.49)}
+
+
+def _write(images: np.ndarray, folder: Path, spacing: float = 1.5, **kwargs: object) -> list[Path]:
+    stack = images if images.ndim == 4 else images[np.newaxis]
+    return write_cine(stack, folder, pixel_spacing=(spacing, spacing), slice_spacing=10.0, **OBLIQUE, **kwargs)
+
+
 def _series(paths: list[Path]) -> ImageSeries:
     return ImageSeries([pydicom.dcmread(p, stop_before_pixels=True) for p in paths], paths)
+
+
+def _by_series(paths: list[Path]) -> list[ImageSeries]:
+    groups: dict[str, list[Path]] = {}
+    for path in paths:
+        groups.setdefault(str(pydicom.dcmread(path, stop_before_pixels=True).SeriesInstanceUID), []).append(path)
+    return [_series(p) for p in groups.values()]
 
 
 def _run(series: list[ImageSeries], **params: object):
@@ -45,8 +56,7 @@ def _run(series: list[ImageSeries], **params: object):
 @pytest.fixture(scope="module")
 def classic(tmp_path_factory):
     phantom = make_cine(SPEC)
-    paths = write_classic_cine(phantom.images[np.newaxis], tmp_path_factory.mktemp("classic"), CineGeometry())
-    series = _series(paths)
+    series = _series(_write(phantom.images, tmp_path_factory.mktemp("classic")))
     return phantom, series, _run([series])
 
 
@@ -86,7 +96,7 @@ def test_each_frame_reports_its_indices_and_phase_on_its_own_source_frame(classi
         phase = next(q.value for q in group.qualitative if q.name == codes.CARDIAC_PHASE)
         assert phase == (codes.SYSTOLE if result.details["phase"]["labels"][t] else codes.DIASTOLE)
         assert {m.unit for m in group.measurements} == {codes.MM, codes.MM2}
-    assert times == sorted(times)  # the files were written shuffled: frames come back in trigger-time order
+    assert times == sorted(times)  # instance numbers are out of time order: frames come back by trigger time
     key = {q.value for g in frame_groups for q in g.qualitative if q.name == codes.KEY_FRAME}
     assert key == {codes.END_DIASTOLE, codes.END_SYSTOLE}
     function = next(g for g in result.groups if g.tracking_id.startswith("LV function"))
@@ -123,8 +133,9 @@ def test_summary_image_is_a_readable_rgb_picture(classic):
 def stack(tmp_path_factory):
     base = PhantomSpec(shape=(112, 112), spacing_mm=1.6, n_frames=16, ed_frame=3, seed=5)
     phantom = make_stack(6, 10.0, base, beyond_apex=1)
-    path = write_enhanced_cine(phantom.images, tmp_path_factory.mktemp("enhanced") / "cine.dcm", CineGeometry(1.6))
-    return phantom, _series([path])
+    paths = _write(phantom.images, tmp_path_factory.mktemp("enhanced"), 1.6, layout=CineLayout.ENHANCED)
+    assert len(paths) == 1
+    return phantom, _series(paths)
 
 
 def test_enhanced_stack_gives_simpson_volumes_and_ejection_fraction(stack):
@@ -159,18 +170,24 @@ def test_mid_ventricular_position_is_the_middle_of_the_ringed_positions(stack):
 def test_one_series_per_position_is_one_stack(tmp_path):
     base = PhantomSpec(shape=(96, 96), spacing_mm=1.8, n_frames=12, seed=8)
     phantom = make_stack(3, 10.0, base, beyond_apex=0)
-    write_series_per_position(phantom.images, tmp_path, CineGeometry(1.8))
-    series = [_series(sorted(folder.glob("*.dcm"))) for folder in sorted(tmp_path.iterdir())]
+    paths = _write(phantom.images, tmp_path, 1.8, layout=CineLayout.SERIES_PER_POSITION)
+    series = _by_series(paths)
+    assert len(series) == 3
     result = _run(series)
     assert result.details["positions"] == 3 and result.details["mid_position"] == 1
     uids = {m.source.series_instance_uid for g in result.groups for m in g.measurements if m.source is not None}
-    assert uids == {series[1].series_instance_uid}
+    middle = next(s for s in series if s.first.SeriesDescription.endswith("slice 2"))
+    assert uids == {middle.series_instance_uid}
 
 
 def test_unknown_pixel_spacing_measures_in_pixels(tmp_path):
     phantom = make_cine(SPEC.replace(n_frames=12, seed=4))
-    geometry = CineGeometry(pixel_spacing_mm=None)
-    result = _run([_series(write_classic_cine(phantom.images[np.newaxis], tmp_path, geometry))])
+    paths = _write(phantom.images, tmp_path)
+    for path in paths:  # a header without any pixel spacing
+        ds = pydicom.dcmread(path)
+        del ds.PixelSpacing
+        ds.save_as(path)
+    result = _run([_series(paths)])
     assert result.details["units"] == {"length": "px", "area": "px2"}
     px = phantom.spacing_mm
     truth = phantom.indices.copy()
@@ -184,7 +201,7 @@ def test_unknown_pixel_spacing_measures_in_pixels(tmp_path):
 
 def test_too_few_frames_is_not_assessable(tmp_path):
     phantom = make_cine(SPEC.replace(n_frames=6, ed_frame=0))
-    result = _run([_series(write_classic_cine(phantom.images[np.newaxis], tmp_path))])
+    result = _run([_series(_write(phantom.images, tmp_path))])
     assert result.outcome is Outcome.NOT_ASSESSABLE
     assert result.not_assessable_reason == NotAssessable.TOO_FEW_FRAMES
     assert not result.label_maps and not any(g.measurements for g in result.groups)
@@ -193,15 +210,14 @@ def test_too_few_frames_is_not_assessable(tmp_path):
 def test_a_cine_without_a_ventricle_is_not_assessable(tmp_path):
     # Beyond the apex: body, lungs and liver with noise, no blood pool with a ring.
     phantom = make_stack(2, 10.0, PhantomSpec(shape=(96, 96), n_frames=12), beyond_apex=2)
-    result = _run([_series(write_classic_cine(phantom.images[:1], tmp_path))])
+    result = _run([_series(_write(phantom.images[:1], tmp_path))])
     assert result.outcome is Outcome.NOT_ASSESSABLE and result.not_assessable_reason == codes.NO_LV_FOUND
     assert "no left-ventricle blood pool" in result.text
 
 
 def test_another_body_part_is_not_assessable(tmp_path):
     phantom = make_cine(SPEC.replace(n_frames=12))
-    paths = write_classic_cine(phantom.images[np.newaxis], tmp_path)
-    series = _series(paths)
+    series = _series(_write(phantom.images, tmp_path))
     series.body_part = "KNEE"
     result = _run([series])
     assert result.outcome is Outcome.NOT_ASSESSABLE and result.not_assessable_reason == NotAssessable.WRONG_ANATOMY
