@@ -51,7 +51,7 @@ def main() -> None:
     spec = PhantomSpec(
         shape=(args.size, args.size), spacing_mm=spacing, n_frames=args.frames, centre_offset_mm=(12, -8)
     )
-    oblique = {"row_direction": (0.72, 0.62, -0.31), "column_direction": (-0.45, 0.75, 0.49)}
+    oblique = {"row_direction": (-0.104592, 0.346381, -0.932245), "column_direction": (-0.733192, -0.660188, -0.163037)}
     with tempfile.TemporaryDirectory() as tmp:
         one = make_cine(spec)
         paths = write_cine(one.images[np.newaxis], Path(tmp) / "one", pixel_spacing=(spacing, spacing), **oblique)

@@ -35,6 +35,8 @@ SYSTOLE_BAND: Rgb = (70, 40, 40)
 FIT_COLOUR: Rgb = PALETTE[3]  # yellow
 POINT_COLOUR: Rgb = (255, 255, 255)
 PANEL_HEIGHT = 420
+TITLE_BAND = 40
+LEGEND_WIDTH = 250
 
 
 def _frame_panel(
@@ -57,17 +59,19 @@ def _frame_panel(
     big = np.asarray(cv2.resize(grey, size, interpolation=cv2.INTER_LINEAR), dtype=np.uint8)
     big_labels = np.asarray(cv2.resize(labels[r0:r1, c0:c1], size, interpolation=cv2.INTER_NEAREST), dtype=np.uint8)
     panel = overlay_labels(big, big_labels, {1: CAVITY_COLOUR, 2: MYOCARDIUM_COLOUR}, alpha=0.25)
-    draw_text(panel, title, (10, 30), scale=0.75)
     draw_scale_bar(panel, None if spacing_mm is None else spacing_mm / scale, scale=0.55)
     if orientation is not None and len(orientation) == 6:
         draw_orientation(panel, orientation[:3], orientation[3:], scale=0.5)
-    return panel
+    # The title on a band of its own, clear of the orientation letters.
+    band = np.zeros((TITLE_BAND, panel.shape[1], 3), dtype=np.uint8)
+    draw_text(band, title, (10, TITLE_BAND - 12), scale=0.7)
+    return np.ascontiguousarray(np.concatenate([band, panel]))
 
 
 def _curve_panel(areas: npt.NDArray[np.float64], phase: PhaseResult, unit: str, width: int) -> RgbImage:
     height = PANEL_HEIGHT
     panel = np.zeros((height, width, 3), dtype=np.uint8)
-    left, right, top, bottom = 80, 20, 50, 50
+    left, right, top, bottom = 80, LEGEND_WIDTH, 50, 50
     n = len(areas)
     dense_x = np.linspace(0, n - 1, 200)
     dense_y = phase.curve(dense_x)
@@ -111,7 +115,7 @@ def _curve_panel(areas: npt.NDArray[np.float64], phase: PhaseResult, unit: str, 
             (f"polynomial, degree {phase.degree}", FIT_COLOUR),
             ("systole", (150, 90, 90)),
         ],
-        corner="bottom-right",
+        corner="top-right",
         scale=0.45,
     )
     return panel
@@ -153,9 +157,9 @@ def render_summary(
         )
         for t, name in ((phase.ed, "End-diastole"), (phase.es, "End-systole"))
     ]
-    legend_host = panels[0]
+    legend_host = panels[0][TITLE_BAND:]
     draw_legend(legend_host, [("LV cavity", CAVITY_COLOUR), ("LV myocardium", MYOCARDIUM_COLOUR)], scale=0.5)
-    top = compose_row(panels, PANEL_HEIGHT)
+    top = compose_row(panels, PANEL_HEIGHT + TITLE_BAND)
     curve = _curve_panel(areas, phase, unit, top.shape[1])
     text = text_panel(list(lines), top.shape[1], scale=0.55, title=title)
     return stack_column([top, curve, text])
