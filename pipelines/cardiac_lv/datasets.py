@@ -35,10 +35,12 @@ AREA_COLUMNS = (0, 1)
 
 @dataclass
 class LabelledSet:
-    """Crops (N, 80, 80) equalised, true indices (N, 11) in mm / mm², crop side (N,) in mm, subject id and
-    frame number per item, true phase (N,) or -1 where unknown."""
+    """Crops (N, 80, 80) equalised (the networks' input) and as stored (``raw``, for the classical path),
+    true indices (N, 11) in mm / mm², crop side (N,) in mm, subject id and frame number per item, true phase
+    (N,) or -1 where unknown."""
 
     crops: npt.NDArray[np.float32]
+    raw: npt.NDArray[np.float32]
     indices: FloatArray
     side_mm: FloatArray
     subject: npt.NDArray[np.int_]
@@ -68,8 +70,15 @@ def learned_crops(
 ) -> tuple[npt.NDArray[np.float32], float]:
     """The networks' input for one position's cine: the fixed grid around the LV at 80 × 80, equalised over
     all its frames, and the grid's side in mm."""
+    raw, side = _crops(frames, spacing_rc, location)
+    return equalise(raw), side
+
+
+def _crops(
+    frames: npt.NDArray[np.floating], spacing_rc: tuple[float, float], location: LvLocation
+) -> tuple[npt.NDArray[np.float32], float]:
     roi = roi_for(location, spacing_rc, INPUT_SIZE)
-    return equalise(roi.sample(frames)), roi.side_mm
+    return roi.sample(frames), roi.side_mm
 
 
 def _per_item(values: npt.NDArray[np.floating], n_items: int, per_subject: int, name: str) -> FloatArray:
@@ -111,7 +120,9 @@ def _load_mat(path: Path, per_subject: int) -> LabelledSet:
     phase = (
         np.asarray(data["lv_phase"]).ravel().astype(np.int_) if "lv_phase" in data else np.full(n, -1, dtype=np.int_)
     )
-    return LabelledSet(crops, indices, INPUT_SIZE * scale, subject, np.arange(n) % per_subject, phase, path.name)
+    return LabelledSet(
+        crops, images, indices, INPUT_SIZE * scale, subject, np.arange(n) % per_subject, phase, path.name
+    )
 
 
 def _load_npz(path: Path, subject: int) -> LabelledSet:
@@ -131,9 +142,11 @@ def _load_npz(path: Path, subject: int) -> LabelledSet:
         radius = location.radius_mm if location is not None else 25.0
         location = LvLocation(centre, radius, 1.0, 1.0, 1.0, 1.0, 1.0)  # type: ignore[arg-type]
     assert location is not None  # one of the two branches above set it
-    crops, side = learned_crops(images, spacing_rc, location)
+    raw, side = _crops(images, spacing_rc, location)
     n = len(images)
-    return LabelledSet(crops, indices, np.full(n, side), np.full(n, subject), np.arange(n), phase, path.name)
+    return LabelledSet(
+        equalise(raw), raw, indices, np.full(n, side), np.full(n, subject), np.arange(n), phase, path.name
+    )
 
 
 def load_labelled(data_dir: Path, frames_per_subject: int = 20) -> LabelledSet:
@@ -153,6 +166,7 @@ def load_labelled(data_dir: Path, frames_per_subject: int = 20) -> LabelledSet:
         offset = int(part.subject.max()) + 1
     return LabelledSet(
         crops=np.concatenate([p.crops for p in parts]),
+        raw=np.concatenate([p.raw for p in parts]),
         indices=np.concatenate([p.indices for p in parts]),
         side_mm=np.concatenate([p.side_mm for p in parts]),
         subject=np.concatenate([p.subject for p in parts]),

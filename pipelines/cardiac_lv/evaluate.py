@@ -56,7 +56,7 @@ def _classical_on_crops(data: LabelledSet, degree: int) -> tuple[npt.NDArray[np.
     phase = np.full(len(data), -1, dtype=np.int_)
     for s in np.unique(data.subject):
         rows = np.nonzero(data.subject == s)[0]
-        frames = data.crops[rows]
+        frames = data.raw[rows]
         mm = float(data.side_mm[rows[0]]) / frames.shape[-1]
         location = locate_lv(equalise(frames), (mm, mm))
         if location is None:  # the crops are centred on the LV: start there

@@ -147,6 +147,11 @@ def train(data_dir: Path, output_dir: Path, options: Mapping[str, str]) -> Path:
         "lr": _option(options, "lr", 1e-3),
         "augment": _option(options, "augment", 1),
     }
+    threads = int(_option(options, "threads", 0))
+    if threads > 0:  # on a shared CPU, fewer threads than cores avoids OpenMP threads waiting on each other
+        import torch
+
+        torch.set_num_threads(threads)
     data: LabelledSet = load_labelled(data_dir, int(_option(options, "frames_per_subject", 20)))
     targets = normalise_indices(data.indices, data.side_mm)
     mean, std = targets.mean(axis=0), np.maximum(targets.std(axis=0), 1e-6)
