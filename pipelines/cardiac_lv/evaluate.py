@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,12 +23,13 @@ import numpy as np
 import numpy.typing as npt
 
 from dicomnode.errors import PipelineInputError
-from dicomnode.plugins.api import ImageSeries, PipelineInputs, RunContext
-from pipelines.cardiac_lv.analysis import analyse_position
+from dicomnode.plugins.api import Cine, ImageSeries, PipelineInputs, RunContext
+from pipelines.cardiac_lv.analysis import PositionAnalysis, analyse_position
 from pipelines.cardiac_lv.datasets import LabelledSet, load_labelled, physical_indices
 from pipelines.cardiac_lv.geometry import INDEX_NAMES, lvquan_indices
 from pipelines.cardiac_lv.locate import LvLocation, locate_lv
 from pipelines.cardiac_lv.metrics import ANCHORS, dice, index_metrics, phase_error_rate
+from pipelines.cardiac_lv.options import number
 from pipelines.cardiac_lv.phase import DEFAULT_DEGREE, fit_phase
 from pipelines.cardiac_lv.preprocess import equalise
 from pipelines.cardiac_lv.rasterise import polygon_mask
@@ -81,8 +83,8 @@ def _learned_on_crops(
 
 
 def _evaluate_labelled(data_dir: Path, options: Mapping[str, str], ensemble: Any) -> dict[str, Any]:
-    data = load_labelled(data_dir, int(options.get("frames_per_subject", 20)))
-    degree = int(options.get("polynomial_degree", DEFAULT_DEGREE))
+    data = load_labelled(data_dir, int(number(options, "frames_per_subject", 20, "option")))
+    degree = int(number(options, "polynomial_degree", DEFAULT_DEGREE, "option"))
     if ensemble is not None:
         predicted, phase = _learned_on_crops(data, ensemble, degree)
         path = "learned"
@@ -134,80 +136,114 @@ def _circular_distance(a: int, b: int, n: int) -> int:
     return min(d, n - d)
 
 
+def _contour_rows(
+    p: int, t: int, contours: dict[str, npt.NDArray[np.float64]], analysis: PositionAnalysis | None, ctx: _CaseContext
+) -> tuple[list[dict[str, Any]], tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None]:
+    """Dice and area error of each expert contour of one frame, and (ours, expert's) indices when the frame
+    has both contours."""
+    masks = {kind: polygon_mask(points, ctx.shape) for kind, points in contours.items()}
+    segmented = analysis is not None and analysis.contours[t] is not None
+    rows = []
+    for kind, name in (("i", "cavity"), ("o", "epicardium")):
+        if kind not in masks:
+            continue
+        ours = None
+        if segmented:
+            assert analysis is not None  # segmented implies it
+            ours = analysis.cavity[t] if kind == "i" else analysis.cavity[t] | analysis.myocardium[t]
+        expert_area = float(masks[kind].sum()) * ctx.pixel_area
+        ours_area = None if ours is None else float(ours.sum()) * ctx.pixel_area
+        rows.append(
+            {
+                "position": p,
+                "frame": t,
+                "contour": name,
+                "mid_ventricular": p == ctx.mid,
+                "expert_mm2": _round(expert_area, 1),
+                "ours_mm2": _round(ours_area, 1),
+                "area_error_percent": None
+                if ours_area is None
+                else _round(100.0 * (ours_area - expert_area) / expert_area, 2),
+                "dice": None if ours is None else _round(dice(ours, masks[kind])),
+            }
+        )
+    indices = None
+    if segmented and "i" in masks and "o" in masks:
+        assert analysis is not None  # segmented implies it
+        expert = lvquan_indices(masks["i"], masks["o"] & ~masks["i"], ctx.spacing).as_vector()
+        indices = (analysis.indices[t], expert)
+    return rows, indices
+
+
+@dataclass
+class _CaseContext:
+    shape: tuple[int, int]
+    spacing: tuple[float, float]
+    pixel_area: float
+    mid: int | None
+    n_times: int
+
+
+def _contoured_frames(case: Path, series: ImageSeries, cine: Cine) -> dict[tuple[int, int], dict[str, Any]]:
+    """Expert contours by (position, frame) of the cine."""
+    where = {src.sop_instance_uid: (p, t) for p, row in enumerate(cine.sources) for t, src in enumerate(row)}
+    number_to_uid = {
+        int(f.stem): str(ds.SOPInstanceUID) for ds, f in zip(series.datasets, series.files) if f.stem.isdigit()
+    }
+    by_frame: dict[tuple[int, int], dict[str, Any]] = {}
+    for file_number, contours in _contours(case).items():
+        uid = number_to_uid.get(file_number)
+        if uid in where:
+            by_frame[where[uid]] = contours
+    if not by_frame:
+        raise PipelineInputError(f"{case.name}: no contour file matches a DICOM file")
+    return by_frame
+
+
+def _phase_row(p: int, analysis: PositionAnalysis, cavity_areas: dict[int, float], n: int) -> dict[str, Any]:
+    """Our ED/ES against the expert's two contoured frames at one position (the larger cavity is ED)."""
+    assert analysis.phase is not None  # callers check
+    (t_es, _), (t_ed, _) = sorted(cavity_areas.items(), key=lambda kv: kv[1])
+    return {
+        "position": p,
+        "expert_ed": t_ed,
+        "expert_es": t_es,
+        "ours_ed": analysis.phase.ed,
+        "ours_es": analysis.phase.es,
+        "ed_frames_off": _circular_distance(analysis.phase.ed, t_ed, n),
+        "es_frames_off": _circular_distance(analysis.phase.es, t_es, n),
+    }
+
+
 def _evaluate_case(pipeline: CardiacLvPipeline, case: Path, degree: int) -> dict[str, Any]:
     series = _read_series(case / "dicom")
     cine = PipelineInputs([series]).cine()
     spacing = cine.pixel_spacing_mm
     if spacing is None:
         raise PipelineInputError(f"{case.name}: no pixel spacing, areas cannot be compared in mm2")
-    pixel_area = spacing[0] * spacing[1]
-    where = {src.sop_instance_uid: (p, t) for p, row in enumerate(cine.sources) for t, src in enumerate(row)}
-    number_to_uid = {
-        int(f.stem): str(ds.SOPInstanceUID) for ds, f in zip(series.datasets, series.files) if f.stem.isdigit()
-    }
-    by_frame: dict[tuple[int, int], dict[str, npt.NDArray[np.float64]]] = {}
-    for number, contours in _contours(case).items():
-        uid = number_to_uid.get(number)
-        if uid in where:
-            by_frame[where[uid]] = contours
-    if not by_frame:
-        raise PipelineInputError(f"{case.name}: no contour file matches a DICOM file")
-    locations = pipeline._locate(cine)
+    by_frame = _contoured_frames(case, series, cine)
+    locations = pipeline.locate(cine)
     mid, why = mid_ventricular(locations)
     shape = (int(cine.array.shape[2]), int(cine.array.shape[3]))
+    ctx = _CaseContext(shape, spacing, spacing[0] * spacing[1], mid, cine.n_times)
     rows: list[dict[str, Any]] = []
-    ours_idx, expert_idx = [], []
+    pairs: list[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]] = []
     phase_rows = []
     for p in sorted({p for p, _ in by_frame}):
         loc = locations[p]
-        frames_here = {t: c for (q, t), c in by_frame.items() if q == p}
         analysis = analyse_position(cine.array[p], spacing, loc, p, degree) if loc is not None else None
-        areas_here: dict[int, float] = {}
-        for t, contours in sorted(frames_here.items()):
-            expert_cavity = polygon_mask(contours["i"], shape) if "i" in contours else None
-            expert_epi = polygon_mask(contours["o"], shape) if "o" in contours else None
-            if expert_cavity is not None:
-                areas_here[t] = float(expert_cavity.sum()) * pixel_area
-            for kind, expert in (("cavity", expert_cavity), ("epicardium", expert_epi)):
-                if expert is None:
-                    continue
-                ours = None
-                if analysis is not None and analysis.contours[t] is not None:
-                    ours = analysis.cavity[t] if kind == "cavity" else analysis.cavity[t] | analysis.myocardium[t]
-                expert_area = float(expert.sum()) * pixel_area
-                ours_area = None if ours is None else float(ours.sum()) * pixel_area
-                rows.append(
-                    {
-                        "position": p,
-                        "frame": t,
-                        "contour": kind,
-                        "mid_ventricular": p == mid,
-                        "expert_mm2": _round(expert_area, 1),
-                        "ours_mm2": _round(ours_area, 1),
-                        "area_error_percent": None
-                        if ours_area is None
-                        else _round(100.0 * (ours_area - expert_area) / expert_area, 2),
-                        "dice": None if ours is None else _round(dice(ours, expert)),
-                    }
-                )
-            both = expert_cavity is not None and expert_epi is not None
-            if both and analysis is not None and analysis.contours[t] is not None:
-                expert_idx.append(lvquan_indices(expert_cavity, expert_epi & ~expert_cavity, spacing).as_vector())
-                ours_idx.append(analysis.indices[t])
-        if analysis is not None and analysis.phase is not None and len(areas_here) == 2:
-            (t_es, _), (t_ed, _) = sorted(areas_here.items(), key=lambda kv: kv[1])
-            n = cine.n_times
-            phase_rows.append(
-                {
-                    "position": p,
-                    "expert_ed": t_ed,
-                    "expert_es": t_es,
-                    "ours_ed": analysis.phase.ed,
-                    "ours_es": analysis.phase.es,
-                    "ed_frames_off": _circular_distance(analysis.phase.ed, t_ed, n),
-                    "es_frames_off": _circular_distance(analysis.phase.es, t_es, n),
-                }
-            )
+        cavity_areas = {}
+        for (q, t), contours in sorted(by_frame.items()):
+            if q != p:
+                continue
+            frame_rows, indices = _contour_rows(p, t, contours, analysis, ctx)
+            rows += frame_rows
+            pairs += [indices] if indices is not None else []
+            cavity = [r["expert_mm2"] for r in frame_rows if r["contour"] == "cavity"]
+            if cavity:
+                cavity_areas[t] = cavity[0]
+        if analysis is not None and analysis.phase is not None and len(cavity_areas) == 2:
+            phase_rows.append(_phase_row(p, analysis, cavity_areas, cine.n_times))
     return {
         "case": case.name,
         "positions": cine.n_positions,
@@ -215,8 +251,10 @@ def _evaluate_case(pipeline: CardiacLvPipeline, case: Path, degree: int) -> dict
         "mid_position": mid,
         "mid_position_reason": why,
         "summary": _contour_summary(rows, mid),
-        "indices_at_frames_with_both_contours": index_metrics(np.array(ours_idx), np.array(expert_idx))
-        if ours_idx
+        "indices_at_frames_with_both_contours": index_metrics(
+            np.array([o for o, _ in pairs]), np.array([e for _, e in pairs])
+        )
+        if pairs
         else None,
         "phase": phase_rows,
         "contours": rows,
@@ -255,6 +293,8 @@ def evaluate(
         raise PipelineInputError(
             f"{data_dir}: neither *.mat / *.npz nor <case>/dicom + <case>/contours (see pipelines/cardiac_lv/README.md)"
         )
-    degree = int(options.get("polynomial_degree", DEFAULT_DEGREE))
-    reports = [_evaluate_case(pipeline, case, degree) for case in cases]
+    degree = int(number(options, "polynomial_degree", DEFAULT_DEGREE, "option"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # real files' UIDs with leading zeros, warned on each read
+        reports = [_evaluate_case(pipeline, case, degree) for case in cases]
     return {"layout": "contours", "path": "classical", "cases": reports}

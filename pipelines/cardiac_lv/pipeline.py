@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from dicomnode.errors import PipelineInputError
+from dicomnode.errors import ValidationError
 from dicomnode.plugins.api import (
     Cine,
     Compute,
+    Environment,
     ImageSeries,
     ModelInfo,
     NotAssessable,
@@ -45,6 +46,7 @@ from dicomnode.plugins.api import (
 from pipelines.cardiac_lv import codes, results
 from pipelines.cardiac_lv.analysis import PositionAnalysis, analyse_position
 from pipelines.cardiac_lv.locate import LvLocation, find_candidates, track_positions
+from pipelines.cardiac_lv.options import flag, number
 from pipelines.cardiac_lv.phase import DEFAULT_DEGREE, fit_phase
 from pipelines.cardiac_lv.preprocess import equalise
 from pipelines.cardiac_lv.stack import StackVolumes, mid_ventricular, simpson
@@ -62,26 +64,6 @@ WEIGHTS = WeightsSpec(
 )
 MODEL_NAME = "cardiac_lv_dla_ensemble"
 _CARDIAC_PARTS = frozenset({"HEART", "CHEST", "CORONARYARTERY"})
-
-
-def _flag(params: Mapping[str, Any], key: str, default: bool) -> bool:
-    value = params.get(key, default)
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in {"1", "true", "yes", "on"}:
-        return True
-    if text in {"0", "false", "no", "off"}:
-        return False
-    raise PipelineInputError(f"parameter {key} must be true or false, got {value!r}")
-
-
-def _int(params: Mapping[str, Any], key: str, default: int) -> int:
-    value = params.get(key, default)
-    try:
-        return int(value)
-    except (TypeError, ValueError) as exc:
-        raise PipelineInputError(f"parameter {key} must be an integer, got {value!r}") from exc
 
 
 def _positions_of(series: ImageSeries) -> int:
@@ -125,6 +107,13 @@ class CardiacLvPipeline(PipelineBase):
     produces = frozenset({OutputKind.SR, OutputKind.SEG, OutputKind.SUMMARY})
     requirements = Requirements(compute=Compute.GPU_OPTIONAL, memory_mb=2048, weights=(WEIGHTS,))
 
+    def is_available(self, env: Environment) -> tuple[bool, str]:
+        status = env.weights.get(WEIGHTS.name)
+        if status is not None and status.ok:
+            return True, f"learned DLA ensemble verified ({status.path}); classical segmentation for the SEG"
+        reason = status.reason if status is not None else "not configured"
+        return True, f"classical path (learned DLA ensemble: {reason})"
+
     # ------------------------------------------------------------------------------------ learned part
     def setup(self, ctx: RunContext) -> Any:
         status = ctx.weights.get(WEIGHTS.name)
@@ -147,10 +136,10 @@ class CardiacLvPipeline(PipelineBase):
     # ------------------------------------------------------------------------------------ run
     def run(self, inputs: PipelineInputs, ctx: RunContext) -> PipelineResult:
         params = ctx.params
-        degree = _int(params, "polynomial_degree", DEFAULT_DEGREE)
-        min_times = _int(params, "min_time_points", MIN_TIME_POINTS)
+        degree = int(number(params, "polynomial_degree", DEFAULT_DEGREE))
+        min_times = int(number(params, "min_time_points", MIN_TIME_POINTS))
         if degree < 2:
-            raise PipelineInputError(f"parameter polynomial_degree must be at least 2, got {degree}")
+            raise ValidationError(f"parameter polynomial_degree must be at least 2, got {degree}")
         parts = {s.body_part for s in inputs.series if s.body_part}
         if parts and not parts & _CARDIAC_PARTS:
             return PipelineResult.not_assessable(
@@ -163,13 +152,13 @@ class CardiacLvPipeline(PipelineBase):
                 f"{cine.n_times} time points per slice position; a cardiac cycle needs at least {min_times}",
             )
         spacing = cine.pixel_spacing_mm
-        locations = self._locate(cine)
+        locations = self.locate(cine)
         mid, why = mid_ventricular(locations)
         if mid is None:
             return PipelineResult.not_assessable(
                 codes.NO_LV_FOUND, f"no left-ventricle blood pool with a myocardial ring was found ({why})"
             )
-        analyse_all = _flag(params, "analyse_all_positions", False)
+        analyse_all = flag(params, "analyse_all_positions", False)
         wanted = [p for p, loc in enumerate(locations) if loc is not None] if analyse_all else [mid]
         analyses: dict[int, PositionAnalysis] = {}
         for p in wanted:
@@ -184,7 +173,8 @@ class CardiacLvPipeline(PipelineBase):
             )
         return self._result(cine, locations, mid, why, analyses, degree, ctx)
 
-    def _locate(self, cine: Cine) -> list[LvLocation | None]:
+    def locate(self, cine: Cine) -> list[LvLocation | None]:
+        """The LV at every position, tracked through the stack (None where there is none)."""
         spacing = cine.pixel_spacing_mm or (1.0, 1.0)
         candidates = [find_candidates(equalise(cine.array[p]), spacing) for p in range(cine.n_positions)]
         centres = [[_in_plane_mm(cine, p, c.centre_rc) for c in cands] for p, cands in enumerate(candidates)]

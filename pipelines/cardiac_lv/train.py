@@ -25,6 +25,7 @@ import numpy.typing as npt
 from dicomnode.errors import ValidationError
 from pipelines.cardiac_lv.datasets import LabelledSet, load_labelled, normalise_indices
 from pipelines.cardiac_lv.model import CONFIGS, DlaConfig, build_dla, save_ensemble
+from pipelines.cardiac_lv.options import number
 
 __all__ = ["MANIFEST", "WEIGHTS_FILE", "stratified_folds", "train"]
 
@@ -37,11 +38,7 @@ HISTOGRAM_BINS = 32
 
 
 def _option(options: Mapping[str, str], key: str, default: float) -> float:
-    value = options.get(key, default)
-    try:
-        return float(value)
-    except (TypeError, ValueError) as exc:
-        raise ValidationError(f"training option {key} must be a number, got {value!r}") from exc
+    return number(options, key, default, "training option")
 
 
 def descriptors(crops: npt.NDArray[np.float32], targets: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

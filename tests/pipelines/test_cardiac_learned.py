@@ -112,7 +112,7 @@ def _ctx(path, sha, ok=True):
 def test_reloaded_weights_give_identical_outputs(trained, phantoms):
     from pipelines.cardiac_lv.model import load_ensemble
 
-    path, manifest, _, data = trained
+    path, _, _, data = trained
     crops = load_labelled(data).crops[:10]
     first = load_ensemble(path).predict(crops)
     second = load_ensemble(path).predict(crops)

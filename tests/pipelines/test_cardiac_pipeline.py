@@ -10,7 +10,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from dicomnode.errors import PipelineInputError
+from dicomnode.errors import ValidationError
 from dicomnode.plugins.api import ImageSeries, NotAssessable, Outcome, PipelineInputs, ProducedBy, RunContext
 from dicomnode.testing.cine import CineLayout, write_cine
 from pipelines.cardiac_lv import codes
@@ -225,7 +225,7 @@ def test_another_body_part_is_not_assessable(tmp_path):
 
 def test_bad_parameters_are_one_clear_error(classic):
     _, series, _ = classic
-    with pytest.raises(PipelineInputError, match="polynomial_degree"):
+    with pytest.raises(ValidationError, match="polynomial_degree"):
         _run([series], polynomial_degree=1)
-    with pytest.raises(PipelineInputError, match="analyse_all_positions"):
+    with pytest.raises(ValidationError, match="analyse_all_positions"):
         _run([series], analyse_all_positions="maybe")
