@@ -49,7 +49,7 @@ from pipelines.cardiac_lv.locate import LvLocation, find_candidates, track_posit
 from pipelines.cardiac_lv.options import flag, number
 from pipelines.cardiac_lv.phase import DEFAULT_DEGREE, fit_phase
 from pipelines.cardiac_lv.preprocess import equalise
-from pipelines.cardiac_lv.stack import StackVolumes, mid_ventricular, simpson
+from pipelines.cardiac_lv.stack import StackVolumes, mid_ventricular, ringed_run, simpson
 from pipelines.cardiac_lv.summary import render_summary
 
 __all__ = ["CardiacLvPipeline"]
@@ -222,7 +222,8 @@ class CardiacLvPipeline(PipelineBase):
         )
         groups = results.frame_groups(reported, cine, uid_root, names[mid])
         groups.append(results.function_group(reported, cine, uid_root, names[mid], True))
-        volumes = simpson([analyses.get(p) for p in range(cine.n_positions)], cine.slice_spacing_mm or 0.0)
+        run = ringed_run(locations)
+        volumes = simpson([analyses.get(p) for p in range(cine.n_positions)], cine.slice_spacing_mm or 0.0, run)
         if volumes is not None and len(analyses) > 1:
             group = results.volume_group(volumes, uid_root, main.in_pixels)
             if group is not None:

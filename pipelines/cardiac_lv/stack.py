@@ -18,28 +18,36 @@ import numpy.typing as npt
 from pipelines.cardiac_lv.analysis import PositionAnalysis
 from pipelines.cardiac_lv.locate import LvLocation
 
-__all__ = ["CLOSED_RING", "StackVolumes", "mid_ventricular", "simpson"]
+__all__ = ["CLOSED_RING", "StackVolumes", "mid_ventricular", "ringed_run", "simpson"]
 
 CLOSED_RING = 0.75
 MYOCARDIUM_DENSITY_G_PER_ML = 1.05
 
 
-def mid_ventricular(locations: Sequence[LvLocation | None]) -> tuple[int | None, str]:
-    """The mid-ventricular position (index) and how it was chosen; None when no position has an LV."""
-    ringed = [loc is not None and loc.ring >= CLOSED_RING for loc in locations]
+def ringed_run(locations: Sequence[LvLocation | None]) -> list[int]:
+    """The longest run of neighbouring positions whose LV has a closed myocardial ring (ring score at least
+    CLOSED_RING): the ventricle between base and apex. Ties go to the run with the best score."""
     runs: list[list[int]] = []
-    for p, ok in enumerate(ringed):
+    for p, loc in enumerate(locations):
+        ok = loc is not None and loc.ring >= CLOSED_RING
         if ok and runs and runs[-1][-1] == p - 1:
             runs[-1].append(p)
         elif ok:
             runs.append([p])
     if not runs:
+        return []
+    return max(runs, key=lambda r: (len(r), max(locations[p].score for p in r)))  # type: ignore[union-attr]
+
+
+def mid_ventricular(locations: Sequence[LvLocation | None]) -> tuple[int | None, str]:
+    """The mid-ventricular position (index) and how it was chosen; None when no position has an LV."""
+    longest = ringed_run(locations)
+    if not longest:
         found = [p for p, loc in enumerate(locations) if loc is not None]
         if not found:
             return None, "no position holds an LV blood pool"
         best = max(found, key=lambda p: locations[p].score)  # type: ignore[union-attr]
         return best, f"no closed myocardial ring at any position; position {best + 1} scored best"
-    longest = max(runs, key=lambda r: (len(r), max(locations[p].score for p in r)))  # type: ignore[union-attr]
     middle = longest[(len(longest) - 1) // 2 : len(longest) // 2 + 1]
     chosen = max(middle, key=lambda p: locations[p].score)  # type: ignore[union-attr]
     return chosen, (
@@ -77,11 +85,14 @@ def _series(analysis: PositionAnalysis, column: int) -> npt.NDArray[np.float64]:
     return values
 
 
-def simpson(analyses: Sequence[PositionAnalysis | None], slice_spacing_mm: float) -> StackVolumes | None:
-    """Volumes from the per-frame cavity (and myocardium) areas of every position (disc thickness = the slice
-    spacing). A position inside the run that could not be assessed takes the mean of its neighbours; outside
-    the run (above the base, beyond the apex) a position contributes nothing."""
-    assessed = [p for p, a in enumerate(analyses) if a is not None and a.assessable]
+def simpson(
+    analyses: Sequence[PositionAnalysis | None], slice_spacing_mm: float, positions: Sequence[int]
+) -> StackVolumes | None:
+    """Volumes from the per-frame cavity (and myocardium) areas of ``positions`` (the ringed run: a basal
+    slice whose ring the outflow tract opens does not count, as in clinical practice), disc thickness = the
+    slice spacing. A position inside the run that could not be assessed takes the mean of its neighbours."""
+    allowed = set(positions)
+    assessed = [p for p, a in enumerate(analyses) if p in allowed and a is not None and a.assessable]
     if len(assessed) < 2 or slice_spacing_mm <= 0:
         return None
     n_frames = len(analyses[assessed[0]].indices)  # type: ignore[union-attr]
