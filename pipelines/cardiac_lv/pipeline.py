@@ -73,12 +73,14 @@ def _positions_of(series: ImageSeries) -> int:
 
 
 def choose_cine(inputs: PipelineInputs) -> Cine:
-    """The short-axis cine of the input: the series holding the most slice positions when one series holds
+    """The short-axis cine of the input: among the series with more than one time point (a study may also
+    hold localisers and static stacks), the one holding the most slice positions when one series holds
     several, else the stack the contract builds from one series per position."""
-    multi = [s for s in inputs.series if _positions_of(s) > 1]
+    cines = [s for s in inputs.series if s.time_points() > 1] or list(inputs.series)
+    multi = [s for s in cines if _positions_of(s) > 1]
     if multi:
         return max(multi, key=_positions_of).cine()
-    return inputs.cine()
+    return PipelineInputs(series=cines).cine()
 
 
 def _in_plane_mm(cine: Cine, p: int, centre_rc: tuple[float, float]) -> npt.NDArray[np.float64]:
