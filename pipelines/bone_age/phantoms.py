@@ -13,15 +13,17 @@ For tests, benchmarks and training demonstrations only; the pipeline's runtime n
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
 from pipelines.bone_age.bones import BONE_KEYS, BY_KEY
-from pipelines.bone_age.scoring import Standard, class_count, score_hand
+from pipelines.bone_age.scoring import Standard, class_count, grade_label, score_hand
 
 Box = tuple[float, float, float, float]  # (x0, y0, x1, y1) in pixels
 FloatImage = npt.NDArray[np.float32]
@@ -368,3 +370,32 @@ def random_hand(rng: np.random.Generator, *, rows: int = 512, columns: int = 400
         text=bool(rng.random() < 0.5),
         seed=int(rng.integers(0, 2**31)),
     )
+
+
+def write_training_set(
+    folder: Path, count: int, *, seed: int = 0, rows: int = 256, columns: int = 200
+) -> list[HandPhantom]:
+    """``count`` random phantoms in the training layout (images/<id>.png, 16-bit, and annotations.json with
+    boxes, TW3 and RUS-CHN grades, sex and age); returns them."""
+    rng = np.random.default_rng(seed)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    phantoms, cases = [], []
+    for k in range(count):
+        phantom = make_hand(random_hand(rng, rows=rows, columns=columns))
+        case_id = f"case{k:03d}"
+        cv2.imwrite(str(folder / "images" / f"{case_id}.png"), phantom.stored(16))
+        cases.append(
+            {
+                "id": case_id,
+                "sex": phantom.sex,
+                "age_years": phantom.age_years,
+                "boxes": {b: [round(v, 2) for v in phantom.boxes[b]] for b in BONE_KEYS},
+                "grades": {
+                    "tw3": {b: grade_label(Standard.TW3, phantom.tw3[b]) for b in BONE_KEYS},
+                    "chn": {b: grade_label(Standard.CHN, phantom.chn[b]) for b in BONE_KEYS},
+                },
+            }
+        )
+        phantoms.append(phantom)
+    (folder / "annotations.json").write_text(json.dumps({"cases": cases}, indent=1), encoding="utf-8")
+    return phantoms
