@@ -277,9 +277,11 @@ def detect(
     boxes, scores = torch.cat(all_boxes), torch.cat(all_scores)
     found: list[Detected] = []
     for c, bone in enumerate(BONE_KEYS):
-        candidates = (scores[:, c] >= min_score).nonzero().flatten()
+        # the 50 best candidates are plenty for one bone (NMS is quadratic)
+        top = scores[:, c].topk(min(50, len(scores))).indices
+        candidates = top[scores[top, c] >= min_score]
         if candidates.numel() == 0:
-            candidates = scores[:, c].argmax().reshape(1)
+            candidates = top[:1]
         keep = _nms(boxes[candidates], scores[candidates, c], 0.45)[:per_class]
         for k in keep:
             j = int(candidates[k])

@@ -28,7 +28,8 @@ def display(pixels: npt.NDArray[np.floating], photometric: str = "MONOCHROME2") 
     values = np.asarray(pixels, dtype=np.float32)
     if photometric.strip().upper() == "MONOCHROME1":
         values = -values
-    low, high = np.percentile(values, (1.0, 99.5))
+    step = max(1, round(max(values.shape) / 512))  # the percentiles of a subsample are as good and faster
+    low, high = np.percentile(values[::step, ::step], (1.0, 99.5))
     if high <= low:
         high = low + 1.0
     return np.clip((values - low) / (high - low), 0.0, 1.0).astype(np.float32)

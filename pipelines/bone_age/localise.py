@@ -132,6 +132,7 @@ def _trace(image: FloatImage, mask: Mask, digit: Digit, hand: Palm) -> _Ray | No
     web = None
     half = 0.9 * hand.radius
     smooth = np.asarray(cv2.GaussianBlur(image, (0, 0), 2.0), np.float32)
+    fw = 0.0
     limit = int(3 * digit.reach)
     for _ in range(limit):
         if not (0 <= p[0] < mask.shape[1] - 1 and 0 <= p[1] < mask.shape[0] - 1):
@@ -139,7 +140,8 @@ def _trace(image: FloatImage, mask: Mask, digit: Digit, hand: Palm) -> _Ray | No
         if web is None and not mask[int(p[1]), int(p[0])]:
             break
         n = np.array([-u[1], u[0]])
-        fw = float(np.median(widths)) if widths else 0.3 * hand.radius
+        if len(widths) % 8 == 1 or fw <= 0:  # the digit's width, refreshed now and then (a median is slow)
+            fw = float(np.median(widths)) if widths else 0.3 * hand.radius
         if web is None:
             extent = _perpendicular_extent(mask, p, u, half)
             if extent is None:
@@ -227,9 +229,9 @@ _NEXT_BONE_RATIO = {"finger": 1.55, "thumb": 1.35}
 
 
 def _choose_joints(gaps: list[_Gap], start: int, kind: str) -> tuple[tuple[_Gap, _Gap, _Gap], bool] | None:
-    """The three gaps (distal to proximal) that are strong and spaced like the phalanges. When the third is
-    not visible (a thumb metacarpal whose base overlaps the carpus), it is placed from the first two by the
-    bones' proportions; the second value says so (estimated)."""
+    """The three gaps (distal to proximal) that are strong and spaced like the phalanges. When the thumb's
+    third (CMC) is not visible (the metacarpal's base overlapping the carpus), it is placed from the first two
+    by the bones' proportions; the second value says so (estimated)."""
     candidates = sorted(gaps, key=lambda g: -g.strength)[:9]
     if not candidates:
         return None
@@ -237,7 +239,9 @@ def _choose_joints(gaps: list[_Gap], start: int, kind: str) -> tuple[tuple[_Gap,
     trios: list[tuple[tuple[_Gap, _Gap, _Gap], bool]] = [
         (trio, False) for trio in itertools.combinations(sorted(candidates, key=lambda g: g.middle), 3)
     ]
-    for first, second in itertools.combinations(sorted(candidates, key=lambda g: g.middle), 2):
+    # only the thumb's third joint (CMC) may be hidden; a finger's MCP joint always shows
+    pairs = itertools.combinations(sorted(candidates, key=lambda g: g.middle), 2) if kind == "thumb" else ()
+    for first, second in pairs:
         at = round(second.middle + _NEXT_BONE_RATIO[kind] * (second.middle - first.middle))
         width = max(2, (second.end - second.start) // 2)
         trios.append(((first, second, _Gap(at - width, at + width, weak)), True))
@@ -331,8 +335,15 @@ def _forearm_regions(
     r = hand.radius
     ys = np.nonzero(mask.any(axis=1))[0]
     bottom = int(ys.max())
-    k = max(5, round(0.8 * r)) | 1
-    tophat = cv2.morphologyEx(image, cv2.MORPH_TOPHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    # the top-hat only where the forearm is (below the palm), at half resolution: it is the slow step
+    top_row = max(0, round(hand.centre[1] - 0.5 * r))
+    below = image[top_row:]
+    half_size = (max(1, below.shape[1] // 2), max(1, below.shape[0] // 2))
+    k = max(3, round(0.4 * r)) | 1
+    small = cv2.resize(below, half_size, interpolation=cv2.INTER_AREA)
+    small = cv2.morphologyEx(small, cv2.MORPH_TOPHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    tophat = np.zeros_like(image)
+    tophat[top_row:] = cv2.resize(small, (below.shape[1], below.shape[0]), interpolation=cv2.INTER_LINEAR)
     tophat = cv2.GaussianBlur(tophat, (0, 0), max(1.0, 0.03 * r)) * mask
     band = tophat[max(0, bottom - round(0.15 * r)) : bottom - 1]
     if band.size == 0 or bottom - hand.centre[1] < 0.8 * r:
