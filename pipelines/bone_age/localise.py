@@ -344,7 +344,7 @@ def _forearm_regions(
     small = cv2.morphologyEx(small, cv2.MORPH_TOPHAT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
     tophat = np.zeros_like(image)
     tophat[top_row:] = cv2.resize(small, (below.shape[1], below.shape[0]), interpolation=cv2.INTER_LINEAR)
-    tophat = cv2.GaussianBlur(tophat, (0, 0), max(1.0, 0.03 * r)) * mask
+    tophat = np.asarray(cv2.GaussianBlur(tophat, (0, 0), max(1.0, 0.03 * r)) * mask, np.float32)
     band = tophat[max(0, bottom - round(0.15 * r)) : bottom - 1]
     if band.size == 0 or bottom - hand.centre[1] < 0.8 * r:
         problems.append("no forearm below the palm")

@@ -136,16 +136,24 @@ def test_loss_weights_alpha_for_grades_and_beta_for_age() -> None:
 
 
 # ----------------------------------------------------------------------------------------- training
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
-    torch.set_num_threads(1)
-    data = tmp_path_factory.mktemp("bone_data")
-    write_training_set(data, 5, seed=1)
-    out = tmp_path_factory.mktemp("bone_weights")
+def train_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny detector and grader trained on five phantoms, once per test session (the pipeline tests use
+    the same files); returns the grader's path."""
     from pipelines.bone_age.pipeline import BoneAgePipeline
 
-    path = BoneAgePipeline().train(data, out, TINY)
-    return data, path, json.loads((out / "training_log.json").read_text())
+    root = tmp_path_factory.getbasetemp() / "bone_age_tiny"
+    grader = root / "weights" / "bone_grader.pt"
+    if not grader.is_file():
+        torch.set_num_threads(1)
+        write_training_set(root / "data", 5, seed=1)
+        BoneAgePipeline().train(root / "data", root / "weights", TINY)
+    return grader
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    path = train_once(tmp_path_factory)
+    return path.parent.parent / "data", path, json.loads((path.parent / "training_log.json").read_text())
 
 
 def test_training_losses_fall(trained: tuple[Path, Path, dict]) -> None:

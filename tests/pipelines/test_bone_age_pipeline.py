@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -36,30 +35,23 @@ from dicomnode.testing.synthetic import StudyInfo, write_radiograph
 from pipelines.bone_age.bones import BONE_KEYS
 from pipelines.bone_age.calculator import report as calculator_report
 from pipelines.bone_age.metrics import box_iou
-from pipelines.bone_age.phantoms import HandPhantom, HandSpec, make_hand, write_training_set
+from pipelines.bone_age.phantoms import HandPhantom, HandSpec, make_hand
 from pipelines.bone_age.pipeline import BoneAgePipeline
 from pipelines.bone_age.scoring import Standard, parse_grades, score_hand
 from tests.conftest import require_tool
 
 BIRTH, STUDY = "20140301", "20240615"  # 10.29 years
 EXTRA = "pipelines.bone_age.pipeline:BoneAgePipeline"
-TINY = {
-    "seed": 0, "threads": 1, "device": "cpu", "detector_epochs": 2, "detector_width": 0.125,
-    "detector_depth": "1,1,1,1,1", "detector_input": 128, "pretrain_epochs": 1, "epochs": 2, "grader_width": 8,
-    "grader_blocks": "1,1,1,1", "context_hidden": 16, "hidden": 16, "crop": 32, "batch": 4, "lr": 0.003,
-}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Detector and grader trained in seconds on phantoms: to show the path, not accuracy."""
-    torch = pytest.importorskip("torch")
-    torch.set_num_threads(1)
-    data = tmp_path_factory.mktemp("bone_pipeline_data")
-    write_training_set(data, 3, seed=2)
-    out = tmp_path_factory.mktemp("bone_pipeline_weights")
-    BoneAgePipeline().train(data, out, TINY)
-    return {name: out / f"{name}.pt" for name in ("bone_detector", "bone_grader")}
+    pytest.importorskip("torch")
+    from tests.pipelines.test_bone_age_models import train_once
+
+    grader = train_once(tmp_path_factory)
+    return {name: grader.parent / f"{name}.pt" for name in ("bone_detector", "bone_grader")}
 
 
 def _sha(path: Path) -> str:
@@ -99,9 +91,36 @@ def _case(tmp_path: Path, sex: str = "F") -> tuple[HandPhantom, PipelineInputs, 
     return phantom, inputs, derived
 
 
-def _region_box(group) -> tuple[float, float, float, float]:  # noqa: ANN001
+def _region_box(group) -> tuple[float, float, float, float]:
     pts = np.asarray(group.regions[0].points)
     return (pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max())
+
+
+def _load_time_imports(module: str) -> set[str]:
+    """Top-level packages imported when ``module`` loads, following this package's own modules (imports
+    inside functions and under TYPE_CHECKING are not followed)."""
+    import ast
+    import importlib.util
+
+    seen, todo, found = set(), [module], set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        spec = importlib.util.find_spec(name)
+        tree = ast.parse(Path(spec.origin).read_text())  # type: ignore[arg-type, union-attr]
+        for node in tree.body:  # module level only
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for imported in names:
+                found.add(imported.split(".")[0])
+                if imported.startswith("pipelines.bone_age"):
+                    todo.append(imported)
+    return found
 
 
 def test_contract() -> None:
@@ -113,9 +132,9 @@ def test_contract() -> None:
     assert [w.name for w in pipeline.requirements.weights] == ["bone_detector", "bone_grader"]
     ok, reason = pipeline.is_available(Environment())
     assert ok and "cannot grade" in reason
-    # the pipeline module never imports torch (only the model modules do, when weights are loaded)
-    probe = "import sys, pipelines.bone_age.pipeline; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "False"
+    # importing the pipeline never imports torch: no module it imports at load time does (the model modules
+    # are imported inside functions, when weights are loaded or a model is trained)
+    assert "torch" not in _load_time_imports("pipelines.bone_age.pipeline")
 
 
 def test_without_weights_shows_the_regions_and_does_not_grade(tmp_path: Path) -> None:
@@ -218,7 +237,7 @@ def _dciodvfy_errors(path: Path) -> list[str]:
     return [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
 
 
-def _scoords(items) -> list:  # noqa: ANN001
+def _scoords(items) -> list:
     found = []
     for item in items:
         if item.ValueType == "SCOORD":
@@ -227,8 +246,7 @@ def _scoords(items) -> list:  # noqa: ANN001
     return found
 
 
-@pytest.mark.parametrize("with_weights", [False, True])
-def test_dicomnode_run_chained_after_hand_xray(tmp_path: Path, weights: dict[str, Path], with_weights: bool) -> None:
+def test_dicomnode_run_chained_after_hand_xray(tmp_path: Path, weights: dict[str, Path]) -> None:
     require_tool("dciodvfy")
     import highdicom as hd
 
@@ -236,11 +254,11 @@ def test_dicomnode_run_chained_after_hand_xray(tmp_path: Path, weights: dict[str
 
     source = pydicom.dcmread(_radiograph(tmp_path / "in"))
     out = tmp_path / "out"
-    config = _config(tmp_path, weights if with_weights else None)
+    config = _config(tmp_path, weights)
     assert main(["run", "bone_age", str(tmp_path / "in"), "--output", str(out), "--config", str(config)]) == 0
     doc = json.loads((out / "result.json").read_text())
     assert (out / "upstream" / "hand_xray" / "result.json").is_file()  # hand_xray ran first, once
-    assert doc["outcome"] == ("assessed" if with_weights else "not_assessable")
+    assert doc["outcome"] == "assessed"
     assert sorted(f["kind"] for f in doc["files"]) == ["SR", "SUMMARY"]
     for item in doc["files"]:
         assert _dciodvfy_errors(out / item["path"]) == [], item["kind"]
@@ -254,6 +272,87 @@ def test_dicomnode_run_chained_after_hand_xray(tmp_path: Path, weights: dict[str
     for region in regions:  # on the source image's grid
         xs, ys = region.GraphicData[0::2], region.GraphicData[1::2]
         assert all(-20 <= x <= cols + 20 for x in xs) and all(-20 <= y <= rows + 20 for y in ys)
-    if with_weights:
-        names = {m["name"] for m in doc["measurements"]}
-        assert {"Bone age (TW3-RUS)", "TW3-RUS maturity score", "Chronological age at the study"} <= names
+    names = {m["name"] for m in doc["measurements"]}
+    assert {"TW3-RUS maturity score", "RUS-CHN (China-05) maturity score", "Chronological age at the study"} <= names
+
+
+def test_real_infant_hand_png_shows_its_regions(tmp_path: Path) -> None:
+    """A real left hand (PNG, no header: no sex, no age) through hand_xray and bone_age without weights."""
+    require_tool("dciodvfy")
+    from dicomnode.cli import main
+    from tests.conftest import shared_data
+
+    png = shared_data("hand", "radinformatics_infant") / "2.png"
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "2.png").write_bytes(png.read_bytes())
+    out = tmp_path / "out"
+    config = _config(tmp_path, None)
+    assert main(["run", "bone_age", str(folder), "--output", str(out), "--config", str(config)]) == 0
+    doc = json.loads((out / "result.json").read_text())
+    assert doc["outcome"] == "not_assessable" and "Cannot grade" in doc["text"]
+    assert len(doc["details"]["regions"]) == 13 and doc["details"]["localisation_problems"] == []
+    for item in doc["files"]:
+        assert _dciodvfy_errors(out / item["path"]) == [], item["kind"]
+
+
+@pytest.mark.integration
+def test_served_node_chains_bone_age_after_hand_xray(tmp_path: Path, weights: dict[str, Path], orthanc) -> None:
+    require_tool("storescu")
+    from sqlalchemy import select
+
+    from dicomnode.config import Settings
+    from dicomnode.db.models import Job, JobKind, JobState
+    from dicomnode.node import Node
+    from tests.support.net import storescu, wait_for
+
+    path = _radiograph(tmp_path / "in")
+    settings = Settings.model_validate(
+        {
+            "node": {"port": 0, "data_dir": str(tmp_path / "node")},
+            "completion": {"series_quiet_seconds": 2, "association_end_grace_seconds": 0.5, "poll_seconds": 0.2},
+            "worker": {"poll_seconds": 0.2},
+            "dispatch": {"poll_seconds": 0.2},
+            "pipelines": {
+                "extra": [EXTRA],
+                "weights_dir": str(weights["bone_grader"].parent),
+                "params": {"bone_age": {"bone_grader_sha256": _sha(weights["bone_grader"])}},
+            },
+            "destinations": [
+                {"name": "PACS", "ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}
+            ],
+        }
+    )
+    node = Node(settings)
+    node.start()
+    try:
+        storescu([path], node.scp.port)
+
+        def finished() -> list[Job] | None:
+            with node.db.session() as s:
+                jobs = list(s.scalars(select(Job).where(Job.kind == JobKind.PIPELINE)).all())
+                done = len(jobs) == 2 and all(j.state in (JobState.DONE, JobState.FAILED) for j in jobs)
+                return jobs if done else None
+
+        jobs = wait_for(finished, 180, "the hand_xray and bone_age jobs")
+    finally:
+        node.stop()
+    # one job each: bone_age used hand_xray's stored result, it did not run it again
+    assert sorted((j.pipeline, j.state) for j in jobs) == [("bone_age", JobState.DONE), ("hand_xray", JobState.DONE)]
+    received = [orthanc.download(i["ID"]) for i in orthanc.instances()]
+    reports = [ds for ds in received if ds.Modality == "SR"]
+    assert len(reports) == 2
+    titles = [str(getattr(ds, "SeriesDescription", "")) for ds in reports]
+    bone = next(
+        ds
+        for ds, title in zip(reports, titles, strict=True)
+        if "bone_age" in title.lower() or "bone age" in title.lower()
+    )
+    names = set()
+    stack = list(bone.ContentSequence)
+    while stack:
+        item = stack.pop()
+        if item.ValueType == "NUM":
+            names.add(item.ConceptNameCodeSequence[0].CodeMeaning)
+        stack += list(item.get("ContentSequence", []))
+    assert {"TW3-RUS maturity score", "RUS-CHN (China-05) maturity score", "Chronological age at the study"} <= names

@@ -114,9 +114,9 @@ def test_raising_any_grade_never_lowers_score_or_bone_age(standard: Standard, se
 def test_missing_bones_and_bad_grades_are_refused() -> None:
     with pytest.raises(ValidationError, match="missing: radius"):
         score_hand(Standard.TW3, "F", {b: 3 for b in BONE_KEYS if b != "radius"})
-    with pytest.raises(ValidationError, match="ulna: TW3 stage must be one of A..H"):
+    with pytest.raises(ValidationError, match=r"ulna: TW3 stage must be one of A\.\.H"):
         parse_grades(Standard.TW3, "ulna=I")
-    with pytest.raises(ValidationError, match="radius: RUS-CHN grade must be 0..14"):
+    with pytest.raises(ValidationError, match=r"radius: RUS-CHN grade must be 0\.\.14"):
         parse_grades(Standard.CHN, "radius=15")
     with pytest.raises(ValidationError, match="graded twice"):
         parse_grades(Standard.TW3, "DP1=F,dp1=G")
@@ -171,7 +171,7 @@ def bone_age_registered(monkeypatch: pytest.MonkeyPatch) -> None:
     add it the way the config's ``pipelines.extra`` would."""
     original = Registry.discover.__func__  # type: ignore[attr-defined]
 
-    def discover(cls, **kwargs):  # noqa: ANN001, ANN202
+    def discover(cls, **kwargs):
         extra = list(kwargs.pop("extra", ()))
         return original(cls, extra=[*extra, "pipelines.bone_age.pipeline:BoneAgePipeline"], **kwargs)
 
