@@ -26,14 +26,16 @@ def _plain(cfg: Any) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
 
 
+def _save(kind: str, model: YoloV3 | BoneAgeGrader, path: Path, extra: dict[str, Any] | None) -> None:
+    torch.save({"kind": kind, "config": _plain(model.cfg), "state": model.state_dict(), **(extra or {})}, path)
+
+
 def save_detector(model: YoloV3, path: Path, extra: dict[str, Any] | None = None) -> None:
-    torch.save(
-        {"kind": "bone_detector", "config": _plain(model.cfg), "state": model.state_dict(), **(extra or {})}, path
-    )
+    _save("bone_detector", model, path, extra)
 
 
 def save_grader(model: BoneAgeGrader, path: Path, extra: dict[str, Any] | None = None) -> None:
-    torch.save({"kind": "bone_grader", "config": _plain(model.cfg), "state": model.state_dict(), **(extra or {})}, path)
+    _save("bone_grader", model, path, extra)
 
 
 def _blob(path: Path, kind: str, device: str) -> dict[str, Any]:

@@ -36,7 +36,8 @@ GRADING_CONFIDENCE = local_code("ba-grade-prob", "Probability of the assigned gr
 
 
 def finding_site(bone: str) -> Code:
-    return _SITES.get(bone) or local_code(f"ba-bone-{bone.lower()}", BY_KEY[bone].name.capitalize())
+    name = BY_KEY[bone].name
+    return _SITES.get(bone) or local_code(f"ba-bone-{bone.lower()}", name[0].upper() + name[1:])
 
 
 def grade_concept(standard: Standard) -> Code:

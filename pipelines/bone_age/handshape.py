@@ -190,9 +190,11 @@ def digits(mask: Mask, hand: Palm) -> list[Digit]:
 def _farthest_near(mask: Mask, point: Point, hand: Palm, radius: float) -> npt.NDArray[np.int64] | None:
     """Pixels (x, y) of the part of the hand within ``radius`` of ``point`` that is connected to it."""
     rows, cols = mask.shape
-    ex, ey = point
+    ex, ey = min(max(point[0], 0.0), cols - 1.0), min(max(point[1], 0.0), rows - 1.0)
     x0, x1 = max(0, int(ex - radius)), min(cols, int(ex + radius) + 1)
     y0, y1 = max(0, int(ey - radius)), min(rows, int(ey + radius) + 1)
+    if x1 <= x0 or y1 <= y0:
+        return None
     yy, xx = np.mgrid[y0:y1, x0:x1]
     near = mask[y0:y1, x0:x1] & ((xx - ex) ** 2 + (yy - ey) ** 2 <= radius**2)
     labels, _ = ndimage.label(near)

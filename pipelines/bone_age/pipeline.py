@@ -23,6 +23,7 @@ from pydicom import Dataset
 
 from dicomnode.errors import ValidationError
 from dicomnode.plugins.api import (
+    Code,
     Compute,
     Consumes,
     DerivedImage,
@@ -42,7 +43,7 @@ from dicomnode.plugins.api import (
 from pipelines.bone_age import report
 from pipelines.bone_age.ages import chronological_age, difference_months
 from pipelines.bone_age.bones import BONE_KEYS
-from pipelines.bone_age.handshape import display
+from pipelines.bone_age.handshape import FloatImage, display
 from pipelines.bone_age.inference import DETECTOR, GRADER, Grading, Models, Regions, find_regions, grade, load_models
 from pipelines.bone_age.scoring import Scoring, Standard, grade_label, parse_sex, score_hand
 from pipelines.bone_age.summary import SummaryInput, draw_summary, wrap
@@ -170,9 +171,9 @@ class BoneAgePipeline(PipelineBase):
 
     def _refusal(
         self,
-        reason: Any,
+        reason: Code,
         text: str,
-        image: Any,
+        image: FloatImage,
         found: Regions,
         source: report.SourceMap,
         details: dict[str, Any],
@@ -209,7 +210,7 @@ class BoneAgePipeline(PipelineBase):
 
     def _assessed(
         self,
-        image: Any,
+        image: FloatImage,
         found: Regions,
         source: report.SourceMap,
         grading: Grading,

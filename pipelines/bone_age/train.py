@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -192,23 +192,31 @@ def grader_config(options: Mapping[str, Any], standards: Sequence[str]) -> Grade
     )
 
 
-def pretrain_features(
-    samples: Sequence[Sample], cfg: GraderConfig, options: Mapping[str, Any], rng: np.random.Generator
-) -> tuple[PerBoneClassifier, list[float]]:
-    """Stage 2: the ResNet as a per-bone grade classifier on single crops (S202-S207)."""
+BatchLoss = Callable[[torch.Tensor, dict[str, torch.Tensor], torch.Tensor], "torch.Tensor | None"]
+
+
+def _fit(
+    model: torch.nn.Module,
+    loss_of: BatchLoss,
+    samples: Sequence[Sample],
+    epochs: int,
+    options: Mapping[str, Any],
+    rng: np.random.Generator,
+) -> list[float]:
+    """Adam over class-balanced epochs of augmented crops; the mean loss of each epoch."""
     device = _device(options)
-    model = PerBoneClassifier(cfg).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=_number(options, "lr", 5e-4))
     batch = int(_number(options, "batch", 8))
     use_augment = bool(int(_number(options, "augment", 1)))
+    crop_size = int(_number(options, "crop", 128))
     history = []
-    for _ in range(int(_number(options, "pretrain_epochs", 20))):
+    for _ in range(epochs):
         order = _epoch_order(samples, rng, int(_number(options, "max_copies", 4)))
         losses = []
         for start in range(0, len(order), batch):
-            x, labels, _ = _batch(samples, order[start : start + batch], rng, use_augment, cfg.crop)
+            x, labels, age = _batch(samples, order[start : start + batch], rng, use_augment, crop_size)
             model.train()
-            loss = model.loss(x.to(device), {s: v.to(device) for s, v in labels.items()})
+            loss = loss_of(x.to(device), {s: v.to(device) for s, v in labels.items()}, age.to(device))
             if loss is None:
                 continue
             optimiser.zero_grad()
@@ -217,7 +225,18 @@ def pretrain_features(
             losses.append(float(loss.item()))
         if losses:
             history.append(float(np.mean(losses)))
-    return model.eval(), history
+    model.eval()
+    return history
+
+
+def pretrain_features(
+    samples: Sequence[Sample], cfg: GraderConfig, options: Mapping[str, Any], rng: np.random.Generator
+) -> tuple[PerBoneClassifier, list[float]]:
+    """Stage 2: the ResNet as a per-bone grade classifier on single crops (S202-S207)."""
+    model = PerBoneClassifier(cfg).to(_device(options))
+    epochs = int(_number(options, "pretrain_epochs", 20))
+    history = _fit(model, lambda x, labels, _: model.loss(x, labels), samples, epochs, options, rng)
+    return model, history
 
 
 def train_grader(
@@ -228,29 +247,15 @@ def train_grader(
     pretrained: PerBoneClassifier | None = None,
 ) -> tuple[BoneAgeGrader, list[float]]:
     """Stage 3: the whole grader end to end, alpha * CE + beta * L1 age."""
-    device = _device(options)
-    model = BoneAgeGrader(cfg).to(device)
+    model = BoneAgeGrader(cfg).to(_device(options))
     if pretrained is not None:
         model.load_features(pretrained)
     weights = LossWeights(_number(options, "alpha", 1.0), _number(options, "beta", 0.1))
-    optimiser = torch.optim.Adam(model.parameters(), lr=_number(options, "lr", 5e-4))
-    batch = int(_number(options, "batch", 8))
-    use_augment = bool(int(_number(options, "augment", 1)))
-    history = []
-    for _ in range(int(_number(options, "epochs", 60))):
-        order = _epoch_order(samples, rng, int(_number(options, "max_copies", 4)))
-        losses = []
-        for start in range(0, len(order), batch):
-            x, labels, age = _batch(samples, order[start : start + batch], rng, use_augment, cfg.crop)
-            model.train()
-            out = model(x.to(device))
-            loss = grader_loss(out, {s: v.to(device) for s, v in labels.items()}, age.to(device), weights)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            losses.append(float(loss.item()))
-        history.append(float(np.mean(losses)))
-    return model.eval(), history
+    epochs = int(_number(options, "epochs", 60))
+    history = _fit(
+        model, lambda x, labels, age: grader_loss(model(x), labels, age, weights), samples, epochs, options, rng
+    )
+    return model, history
 
 
 def train(data_dir: Path, output_dir: Path, options: Mapping[str, Any]) -> Path:

@@ -275,3 +275,17 @@ def test_evaluate_reports_known_answers(trained: tuple[Path, Path, dict], tmp_pa
     report = evaluate(data, {}, ctx)
     assert report["mad_months"]["model"] == {"value": pytest.approx(12.0, abs=0.01), "n": 4}
     assert report["grade_accuracy"]["tw3"]["DP1"] == pytest.approx(0.75)  # 3 of 4 cases labelled as graded
+
+
+def test_rsna_style_ages_join_the_annotated_cases(tmp_path: Path) -> None:
+    from pipelines.bone_age.dataset import load_cases
+
+    write_training_set(tmp_path, 2, seed=3)
+    (tmp_path / "images" / "rsna7.png").write_bytes((tmp_path / "images" / "case000.png").read_bytes())
+    (tmp_path / "boneage.csv").write_text("id,boneage,male\ncase000,999,True\nrsna7,126,False\n")
+    cases = {c.id: c for c in load_cases(tmp_path)}
+    assert set(cases) == {"case000", "case001", "rsna7"}
+    assert cases["case000"].age_years != pytest.approx(999 / 12)  # the annotated case keeps its own labels
+    rsna = cases["rsna7"]
+    assert rsna.age_years == pytest.approx(10.5) and rsna.sex == "F"
+    assert rsna.boxes is None and rsna.grades == {}
