@@ -143,6 +143,10 @@ class BoneAgePipeline(PipelineBase):
         }
         if found.thumb_side != "right":
             details["flags"] = ["thumb_on_viewer_left"]
+        upstream = inputs.upstream["hand_xray"].details
+        if upstream.get("selected_side") == "R":
+            text = "hand_xray found no left hand and kept a right one: TW3-RUS and RUS-CHN grade the left hand."
+            return self._refusal(NotAssessable.WRONG_ANATOMY, text, image, found, source, details, models)
         if models is None or models.grader is None:
             reason = (models.missing.get(GRADER) if models else None) or "bone_grader weights not installed"
             text = f"Cannot grade the bones: {reason}. {self._regions_sentence(found)}"

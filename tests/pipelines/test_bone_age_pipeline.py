@@ -207,6 +207,14 @@ def test_without_sex_the_grades_are_not_scored(tmp_path: Path, weights: dict[str
     assert not any(g.measurements for g in result.groups)
 
 
+def test_a_right_hand_is_not_graded(tmp_path: Path, weights: dict[str, Path]) -> None:
+    _, inputs, _ = _case(tmp_path)
+    inputs.upstream["hand_xray"].details = {"selected_side": "R", "flags": ["no_left_hand"]}
+    result = BoneAgePipeline().run(inputs, _context(weights))
+    assert not result.assessed and result.not_assessable_reason == NotAssessable.WRONG_ANATOMY
+    assert "left hand" in result.text and not any(g.measurements for g in result.groups)
+
+
 def test_without_the_upstream_image_it_says_so(tmp_path: Path) -> None:
     _, inputs, _ = _case(tmp_path)
     inputs.upstream = {}
