@@ -97,8 +97,9 @@ def test_real_infant_hands_look_right() -> None:
         broken = _plausible(found, hand_mask(display(pixels)))
         if broken:
             failures[Path(path).name] = broken
-    # measured: 8 of 10 pass every rule; 0.png (a chubby infant hand, thumb against the index) and 4.png
-    # (fingers overlapping, the forearm at 45 degrees) assign the rays wrongly
+    # measured: 9 of 10 pass every rule (0.png, a chubby infant hand with the thumb against the index: its
+    # radius and ulna are not found and its rays are assigned wrongly); by eye 4.png (overlapping fingers,
+    # the forearm at 45 degrees) is wrong too though it passes: one failure more is tolerated
     assert len(failures) <= 2, failures
 
 
