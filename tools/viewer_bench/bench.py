@@ -11,6 +11,7 @@ DICOM port, so `dicomnode serve` can deliver results to it (AE title ORTHANC). E
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import tempfile
 import time
@@ -85,6 +86,10 @@ class ViewerBench:
         return count
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.viewer_bench.bench", description=__doc__.split("\n")[0])
     parser.add_argument("paths", nargs="*", type=Path, help="DICOM files or folders to load into Orthanc")
@@ -95,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:
         print("viewer bench: missing " + "; ".join(missing), file=sys.stderr)
         return 2
+    # A plain `kill` stops the bench as Ctrl-C does: Orthanc is stopped, not left running.
+    signal.signal(signal.SIGTERM, _interrupt)
     with tempfile.TemporaryDirectory(prefix="viewer-bench-") as tmp:
         bench = ViewerBench(args.workdir or Path(tmp), log_requests=args.log_requests)
         bench.start()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import cv2
 import highdicom as hd
@@ -60,12 +61,12 @@ def region_points(mask: npt.NDArray[np.bool_], graphic: str) -> tuple[str, npt.N
 def rewrite(ct: Sequence[Dataset], seg_ds: Dataset, sr_path: Path, graphic: str) -> hd.sr.Comprehensive3DSR:
     seg = hd.seg.Segmentation.from_dataset(seg_ds, copy=False)
     sources = {str(ds.SOPInstanceUID): ds for ds in ct}
-    report = hd.sr.srread(sr_path)
+    report = cast(Any, hd.sr.srread(sr_path).content)  # a MeasurementReport (typed as its base class)
     groups: list[
         hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations | hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
     ] = []
     library: dict[str, Dataset] = {}
-    for group in report.content.get_volumetric_roi_measurement_groups():
+    for group in report.get_volumetric_roi_measurement_groups():
         tracking = hd.sr.TrackingIdentifier(uid=group.tracking_uid, identifier=group.tracking_identifier)
         measurements = [hd.sr.Measurement(name=m.name, value=m.value, unit=m.unit) for m in group.get_measurements()]
         number = int(group.referenced_segment.referenced_segment_numbers[0])

@@ -1,0 +1,96 @@
+"""What our SR says, read the way a TID 1500 reader (OHIF among them) reads it: findings by tracking UID.
+
+OHIF merges the measurement groups that share a Tracking Unique Identifier into one finding, draws the first
+SCOORD/SCOORD3D of it and lists its NUM values ("Volume: 0.91 mL", two decimals, the unit's code value).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+from pydicom import Dataset
+
+IMAGING_MEASUREMENTS = "126010"
+MEASUREMENT_GROUP = "125007"
+TRACKING_IDENTIFIER = "112039"
+TRACKING_UID = "112040"
+IMAGE_REGION = "111030"
+
+
+@dataclass
+class Region:
+    value_type: str  # SCOORD or SCOORD3D
+    graphic_type: str
+    points: npt.NDArray[np.float64]  # (n, 2) column/row or (n, 3) patient mm
+    concept: str  # e.g. "DCM:111030" (Image Region)
+    sop_instance_uid: str | None  # the image a SCOORD lies on
+    frame_number: int | None = None
+
+
+@dataclass
+class Finding:
+    tracking_uid: str
+    tracking_id: str = ""
+    regions: list[Region] = field(default_factory=list)
+    values: list[tuple[str, float, str]] = field(default_factory=list)  # (concept meaning, value, unit code)
+
+    def displayed_values(self) -> list[str]:
+        """The lines OHIF's SR viewport writes beside the drawing."""
+        return [f"{meaning}: {value:.2f} {unit}" for meaning, value, unit in self.values]
+
+    @property
+    def rehydratable_by_ohif(self) -> bool:
+        """OHIF 3.13 loads a third-party group into its Measurements panel only when its first region is an
+        Image Region rectangle (closed POLYLINE of 4-5 points: RectangleROI) or point (Probe)."""
+        if not self.regions or self.regions[0].concept != f"DCM:{IMAGE_REGION}":
+            return False
+        region = self.regions[0]
+        count = len(region.points)
+        return (region.graphic_type == "POLYLINE" and count in (4, 5)) or (
+            region.graphic_type == "POINT" and count <= 2
+        )
+
+
+def _code(item: Dataset) -> str:
+    concept = item.ConceptNameCodeSequence[0]
+    return f"{concept.CodingSchemeDesignator}:{concept.CodeValue}"
+
+
+def _region(item: Dataset) -> Region:
+    data = np.asarray(item.GraphicData, dtype=float)
+    dims = 3 if item.ValueType == "SCOORD3D" else 2
+    sop, frame = None, None
+    for child in item.get("ContentSequence", []):
+        for ref in child.get("ReferencedSOPSequence", []):
+            sop = str(ref.ReferencedSOPInstanceUID)
+            frames = ref.get("ReferencedFrameNumber")
+            frame = int(frames[0] if isinstance(frames, list | tuple) else frames) if frames else None
+    return Region(item.ValueType, str(item.GraphicType), data.reshape(-1, dims), _code(item), sop, frame)
+
+
+def sr_findings(sr: Dataset) -> list[Finding]:
+    """The findings of a TID 1500 report in document order, groups merged by Tracking Unique Identifier."""
+    measurements = [i for i in sr.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == IMAGING_MEASUREMENTS]
+    findings: dict[str, Finding] = {}
+    for container in measurements:
+        for group in container.get("ContentSequence", []):
+            if group.ConceptNameCodeSequence[0].CodeValue != MEASUREMENT_GROUP:
+                continue
+            items = list(group.get("ContentSequence", []))
+            uid = next(str(i.UID) for i in items if i.ConceptNameCodeSequence[0].CodeValue == TRACKING_UID)
+            finding = findings.setdefault(uid, Finding(uid))
+            for item in items:
+                code = item.ConceptNameCodeSequence[0].CodeValue
+                if code == TRACKING_IDENTIFIER:
+                    finding.tracking_id = str(item.TextValue)
+                elif item.ValueType in ("SCOORD", "SCOORD3D"):
+                    finding.regions.append(_region(item))
+                elif item.ValueType == "NUM" and item.get("MeasuredValueSequence"):
+                    value = item.MeasuredValueSequence[0]
+                    unit = str(value.MeasurementUnitsCodeSequence[0].CodeValue)
+                    finding.values.append(
+                        (str(item.ConceptNameCodeSequence[0].CodeMeaning), float(value.NumericValue), unit)
+                    )
+    return list(findings.values())

@@ -1,0 +1,271 @@
+"""Our SR, SEG and summary image in OHIF 3.13, in headless Chromium, as a radiologist opens them.
+
+Each pipeline runs on its phantom through `dicomnode run`; the source series and the results go to the bench's
+Orthanc, and OHIF reads them over DICOMweb. The checks are what a radiologist looks at: the series are in the
+source study, the SEG lies on the right pixels of the right slices with its labels and colours, the SR's
+findings are drawn with their values on the images they name, the summary image shows. Screenshots are kept in
+out/viewer-artifacts/. What OHIF cannot show of a standard-conformant object is written in docs/viewers.md.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import cv2
+import highdicom as hd
+import numpy as np
+import numpy.typing as npt
+import pytest
+from pydicom import Dataset
+from scipy import ndimage
+
+from tests.support.phantoms import write_sphere_study
+from tests.viewer.findings import Finding, sr_findings
+from tests.viewer.ohif import Ohif
+from tests.viewer.results import PipelineCase, PipelineOutputs, run_pipeline
+from tools.viewer_bench.bench import ViewerBench
+
+pytestmark = [pytest.mark.viewer, pytest.mark.integration]
+
+CASES = [
+    PipelineCase(
+        "test_spheres",
+        write_sphere_study,
+        '[pipelines]\nextra = ["tests.support.sphere_pipeline:SpherePipeline"]\n',
+    ),
+]
+
+# Known gaps of our objects in OHIF 3.13 (docs/viewers.md, "Changes the encoder needs"): strict, so that the
+# test reports it as soon as the encoder is fixed and the marker can go.
+NO_SEGMENT_COLOURS = pytest.mark.xfail(
+    strict=True, reason="the SEG has no RecommendedDisplayCIELabValue: OHIF shows its default colours (change 2)"
+)
+
+
+@pytest.fixture(scope="session", params=CASES, ids=str)
+def results(
+    request: pytest.FixtureRequest, viewer_bench: ViewerBench, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PipelineOutputs]:
+    case: PipelineCase = request.param
+    outputs, files = run_pipeline(case, tmp_path_factory.mktemp(case.pipeline))
+    viewer_bench.load(files)
+    yield outputs
+
+
+def _text(ohif: Ohif, selector: str) -> str:
+    return re.sub(r"\s+", " ", ohif.page.locator(selector).first.inner_text())
+
+
+def _series(ds: object) -> str:
+    return f"{ds.Modality} {ds.SeriesDescription}"  # type: ignore[attr-defined]
+
+
+def test_study_list_shows_our_series_in_the_source_study(ohif: Ohif, results: PipelineOutputs) -> None:
+    ohif.open_study_list()
+    source = results.source[0]
+    expected = [_series(source), _series(results.sr), *map(_series, results.segs)]
+    if results.summary is not None:
+        expected.append(_series(results.summary))
+    # A click on the study's row lists its series (modality, description) beside the list.
+    rows = ohif.page.get_by_text(str(source.AccessionNumber), exact=True)
+    rows.first.wait_for()
+    listed = ""
+    for k in range(rows.count()):
+        rows.nth(k).click()
+        for _ in range(40):  # the series arrive a moment after the click ("No Series" until then)
+            listed = re.sub(r"\s+", " ", ohif.page.locator("body").inner_text())
+            if _series(source) in listed:
+                break
+            ohif.page.wait_for_timeout(250)
+        if all(series in listed for series in expected):
+            break
+    ohif.screenshot("study-list")
+    missing = [series for series in expected if series not in listed]
+    assert missing == [], f"the study list does not show {missing} in the source study"
+
+
+def test_summary_image_displays(ohif: Ohif, results: PipelineOutputs) -> None:
+    summary = results.summary
+    if summary is None:
+        pytest.skip(f"{results.pipeline} writes no summary image")
+    ohif.open_viewer(results.study_instance_uid)
+    ohif.open_series(str(summary.SeriesDescription))
+    viewport = ohif.wait_until(
+        lambda: next(
+            (v for v in ohif.viewports() if v.sop_instance_uid == summary.SOPInstanceUID and v.rendered), None
+        ),
+        "the summary image in the viewport",
+    )
+    ohif.page.wait_for_timeout(500)
+    shot = ohif.screenshot("summary")
+    rows, cols = int(summary.Rows), int(summary.Columns)
+    (x0, y0), (x1, y1) = ohif.image_to_page(viewport, [[0, 0], [cols, rows]])
+    drawn = shot[round(y0) : round(y1), round(x0) : round(x1)]
+    assert min(drawn.shape[:2]) > 100, f"the summary image is drawn {drawn.shape[1]}x{drawn.shape[0]} px, too small"
+    # What is on the screen is the picture we sent: compared at the displayed size, grey levels correlate.
+    ours = cv2.resize(
+        summary.pixel_array.astype(np.float32), (drawn.shape[1], drawn.shape[0]), interpolation=cv2.INTER_AREA
+    )
+    shown, sent = drawn.astype(np.float32).mean(axis=2), ours.mean(axis=2)
+    correlation = float(np.corrcoef(shown.ravel(), sent.ravel())[0, 1])
+    assert correlation > 0.9, f"the displayed summary differs from ours (correlation {correlation:.2f})"
+    assert ohif.errors == []
+
+
+def _open_seg(ohif: Ohif, results: PipelineOutputs, seg: hd.seg.Segmentation) -> None:
+    ohif.open_viewer(results.study_instance_uid)
+    ohif.open_series(str(seg.SeriesDescription))
+    ohif.answer_prompt("Yes")  # "Do you want to open this Segmentation?"
+    ohif.open_right_panel("panelSegmentation-btn")
+    ohif.wait_until(lambda: len(ohif.segment_rows()) == len(seg.SegmentSequence), "the SEG's segments in the panel")
+
+
+def _segments(results: PipelineOutputs) -> list[hd.seg.Segmentation]:
+    if not results.segs:
+        pytest.skip(f"{results.pipeline} writes no SEG")
+    return [hd.seg.Segmentation.from_dataset(ds, copy=True) for ds in results.segs]
+
+
+def _inner_pixel(mask: npt.NDArray[np.bool_]) -> tuple[int, int]:
+    """(row, column) of the pixel deepest inside ``mask`` (the safest place to look for its colour)."""
+    depth = ndimage.distance_transform_edt(mask)
+    row, col = np.unravel_index(int(np.argmax(depth)), mask.shape)
+    return int(row), int(col)
+
+
+def _tint(
+    with_overlay: npt.NDArray[np.uint8], without: npt.NDArray[np.uint8], xy: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    x, y = (round(v) for v in xy)
+    return with_overlay[y, x].astype(float) - without[y, x].astype(float)
+
+
+def _recommended_rgb(item: Dataset) -> tuple[int, int, int] | None:
+    lab = item.get("RecommendedDisplayCIELabValue")
+    if lab is None:
+        return None
+    rgb = hd.color.CIELabColor.from_dicom_value(tuple(int(v) for v in lab)).to_rgb()
+    return (int(rgb[0]), int(rgb[1]), int(rgb[2]))
+
+
+@NO_SEGMENT_COLOURS
+def test_seg_recommends_a_display_colour_for_every_segment(results: PipelineOutputs) -> None:
+    # Without it every viewer picks its own colours, and the SEG no longer matches our summary image's legend.
+    for seg in _segments(results):
+        missing = [str(i.SegmentLabel) for i in seg.SegmentSequence if _recommended_rgb(i) is None]
+        assert missing == [], f"{seg.SeriesDescription}: no RecommendedDisplayCIELabValue for {missing}"
+
+
+def _toggle_all_segments(ohif: Ohif) -> None:
+    ohif.page.locator("[data-cy=all-segments-visibility-toggle]").first.click()
+    ohif.page.wait_for_timeout(600)
+
+
+def test_seg_overlay_lies_on_the_segment_with_its_label_and_colour(ohif: Ohif, results: PipelineOutputs) -> None:
+    for seg in _segments(results):
+        _open_seg(ohif, results, seg)
+        rows = ohif.segment_rows()
+        assert [label for label, _ in rows] == [str(i.SegmentLabel) for i in seg.SegmentSequence]
+        for (label, colour), item in zip(rows, seg.SegmentSequence, strict=True):
+            ours = _recommended_rgb(item)
+            if ours is not None:
+                assert np.abs(np.subtract(colour, ours)).max() <= 3, f"{label!r} is shown in {colour}, ours is {ours}"
+        # Up to three segments, through the panel as a radiologist does: a click jumps to the segment; on the
+        # slice shown, the pixel deepest inside it takes its colour, a pixel outside every segment keeps its grey.
+        for index in sorted({0, len(rows) // 2, len(rows) - 1}):
+            label, colour = rows[index]
+            number = int(seg.SegmentSequence[index].SegmentNumber)
+            ohif.page.locator("[data-cy=data-row]").nth(index).locator("[data-cy=data-row-title]").click()
+            ohif.page.wait_for_timeout(800)
+            viewport = ohif.active_viewport()
+            sop = viewport.sop_instance_uid
+            assert sop is not None
+            pixels = seg.get_pixels_by_source_instance(
+                [sop], combine_segments=True, assert_missing_frames_are_empty=True
+            )
+            labelled = np.asarray(pixels[0])
+            assert (labelled == number).any(), f"clicking {label!r} shows image {sop}, where the SEG has no {label!r}"
+            inside, outside = _inner_pixel(labelled == number), _inner_pixel(labelled == 0)
+            image_points = [[inside[1] + 0.5, inside[0] + 0.5], [outside[1] + 0.5, outside[0] + 0.5]]
+            points = ohif.image_to_page(viewport, image_points)
+            shown = ohif.screenshot(f"segment-{number}")
+            _toggle_all_segments(ohif)
+            hidden = ohif.screenshot(f"segment-{number}-hidden")
+            _toggle_all_segments(ohif)  # shows them again
+            tint = _tint(shown, hidden, points[0])
+            towards = np.asarray(colour, dtype=float) - hidden[round(points[0][1]), round(points[0][0])]
+            cosine = float(tint @ towards / (np.linalg.norm(tint) * np.linalg.norm(towards) + 1e-9))
+            assert np.linalg.norm(tint) > 15 and cosine > 0.9, (
+                f"{label!r}: the pixel under the segment is not tinted with its colour {colour} (change {tint})"
+            )
+            assert np.abs(_tint(shown, hidden, points[1])).max() < 10, f"{label!r}: colour outside the segments"
+    assert ohif.errors == []
+
+
+def _drawn_findings(ohif: Ohif, findings: list[Finding]) -> dict[str, dict[str, Any]]:
+    """Waits until OHIF's SR viewport has drawn every finding (or fails with OHIF's errors)."""
+    wanted = {f.tracking_uid for f in findings}
+
+    def drawn() -> dict[str, dict[str, Any]] | None:
+        annotations = {a["uid"]: a for a in ohif.sr_annotations()}
+        return annotations if wanted <= set(annotations) else None
+
+    result: dict[str, dict[str, Any]] = ohif.wait_until(drawn, f"the SR's {len(wanted)} findings drawn")
+    return result
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="OHIF 3.13 stops loading an SR at a finding without SCOORD (our TID 1411 segment groups): change 1",
+)
+def test_sr_viewport_draws_every_finding_with_its_values_on_its_image(ohif: Ohif, results: PipelineOutputs) -> None:
+    findings = sr_findings(results.sr)
+    ohif.open_viewer(results.study_instance_uid)
+    ohif.open_series(str(results.sr.SeriesDescription))
+    drawn = _drawn_findings(ohif, findings)
+    ohif.screenshot("sr-viewport")
+    for finding in findings:
+        annotation, region = drawn[finding.tracking_uid], finding.regions[0]
+        if region.value_type == "SCOORD":
+            on = str(annotation["imageId"])
+            assert region.sop_instance_uid and region.sop_instance_uid in on, f"{finding.tracking_id}: on {on}"
+        labels = [f"{label}: {value}" for label, value in annotation["labels"]]
+        assert labels[: len(finding.values)] == finding.displayed_values(), finding.tracking_id
+    # The image the SR viewport opens on shows its findings' outlines and values, readable on screen.
+    viewport = ohif.active_viewport()
+    shown = [f for f in findings if f.regions[0].sop_instance_uid == viewport.sop_instance_uid]
+    assert shown, "the SR viewport opened on an image none of the findings is on"
+    texts = " ".join(ohif.viewport_texts())
+    shot = ohif.screenshot("sr-viewport-values")
+    for finding in shown:
+        for line in finding.displayed_values():
+            assert line in texts, f"{finding.tracking_id}: {line!r} is not written on the image"
+        vertex = ohif.image_to_page(viewport, finding.regions[0].points[:1])[0]
+        x, y = (round(v) for v in vertex)
+        patch = shot[y - 3 : y + 4, x - 3 : x + 4].reshape(-1, 3).astype(int)
+        greenish = (patch[:, 1] - np.maximum(patch[:, 0], patch[:, 2])) > 60
+        assert greenish.any(), f"{finding.tracking_id}: no outline drawn at its first point {vertex}"
+    assert ohif.errors == []
+
+
+def test_measurements_panel_lists_the_findings_ohif_can_load(ohif: Ohif, results: PipelineOutputs) -> None:
+    findings = sr_findings(results.sr)
+    loadable = [f for f in findings if f.rehydratable_by_ohif]
+    if not loadable:
+        pytest.skip(
+            f"OHIF 3.13 can load none of {results.pipeline}'s {len(findings)} findings into its Measurements panel: "
+            "it rehydrates only Image Region rectangles and points, by tool type (docs/viewers.md)"
+        )
+    ohif.open_viewer(results.study_instance_uid)
+    ohif.open_series(str(results.sr.SeriesDescription))
+    _drawn_findings(ohif, findings)
+    ohif.answer_prompt("Yes")  # "Do you want to continue tracking measurements for this study?"
+    ohif.open_right_panel("trackedMeasurements-btn")
+    measurements = ohif.wait_until(
+        lambda: len(ohif.measurements()) >= len(loadable) and ohif.measurements(), "the panel"
+    )
+    ohif.screenshot("measurements-panel")
+    assert len(measurements) == len(loadable)
+    assert ohif.errors == []
