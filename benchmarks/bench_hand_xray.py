@@ -14,7 +14,7 @@ from pathlib import Path
 import pydicom
 
 from dicomnode.plugins.api import ImageSeries, PipelineInputs, RunContext
-from dicomnode.synthetic import write_radiograph
+from dicomnode.testing.synthetic import write_radiograph
 from pipelines.hand_xray.phantoms import FONTS, MarkerSpec, PhantomSpec, make_phantom
 from pipelines.hand_xray.pipeline import HandXrayPipeline
 

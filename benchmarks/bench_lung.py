@@ -16,7 +16,7 @@ from pathlib import Path
 import pydicom
 
 from dicomnode.plugins.api import ImageSeries, PipelineInputs, RunContext
-from dicomnode.synthetic import write_ct_series
+from dicomnode.testing.synthetic import write_ct_series
 from pipelines.lung_longitudinal.phantoms import make_chest_phantom
 from pipelines.lung_longitudinal.pipeline import LungLongitudinalPipeline
 

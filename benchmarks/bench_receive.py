@@ -19,7 +19,7 @@ import numpy as np
 
 from dicomnode.scp import ReceivedInstance, ScpSettings, StorageSCP
 from dicomnode.store import InstanceStore
-from dicomnode.synthetic import StudyInfo, write_ct_series
+from dicomnode.testing.synthetic import StudyInfo, write_ct_series
 
 DCMTK = Path("/usr/bin")  # dcmtk's tools, not the pynetdicom apps of the same name
 

@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 from dicomnode.config import Settings
 from dicomnode.db import repository as repo
 from dicomnode.db.engine import Database
-from dicomnode.db.models import Instance, JobKind, JobState, Series, Study
-from dicomnode.plugins.api import Pipeline, Trigger
+from dicomnode.db.models import Instance, Job, JobKind, JobState, Series, Study
+from dicomnode.plugins.api import Pipeline, Trigger, required_pipelines
 from dicomnode.routing.facts import SeriesFacts
 from dicomnode.routing.router import decide
 from dicomnode.routing.rules import Rule
@@ -30,7 +30,7 @@ def effective_rules(settings: Settings) -> list[Rule]:
 
 def series_facts(series: Series) -> SeriesFacts:
     facts = SeriesFacts.from_dict(series.facts)
-    return dataclasses.replace(facts, instance_count=series.instance_count)
+    return dataclasses.replace(facts, instance_count=series.instance_count, frame_count=series.frame_count)
 
 
 def _forward(session: Session, settings: Settings, series: Series, version: int, targets: Sequence[str]) -> None:
@@ -69,22 +69,47 @@ def _enqueue_pipelines(
     series_id: int | None,
     version: int,
 ) -> None:
-    for name in names:
+    """Enqueue ``names`` and, before each, the upstream pipelines it consumes from (once per series version:
+    the dedup key is shared, so an upstream the rules also asked for is one job). A consumer waits
+    (WAITING) until its upstream jobs are processed."""
+    ids: dict[str, int] = {}
+
+    def ensure(name: str) -> int:
+        if name in ids:
+            return ids[name]
         pipeline = pipelines[name]
+        depends_on = [ensure(upstream) for upstream in required_pipelines(pipeline)]
+        dedup_key = f"{name}:{key}:v{version}"
+        existing = session.scalar(select(Job).where(Job.dedup_key == dedup_key))
+        if existing is not None:
+            ids[name] = existing.id
+            return existing.id
+        processed = session.scalars(select(Job.processed_at).where(Job.id.in_(depends_on))).all()
+        ready = all(p is not None for p in processed)
         job = repo.enqueue_job(
             session,
             kind=JobKind.PIPELINE,
             pipeline=name,
             pipeline_version=pipeline.version,
-            dedup_key=f"{name}:{key}:v{version}",
+            dedup_key=dedup_key,
             study_id=study_id,
             series_id=series_id,
             series_version=version,
-            rule="route",
+            rule="route" if name in names else "upstream",
             max_attempts=settings.worker.max_attempts,
+            state=JobState.PENDING if ready else JobState.WAITING,
+            depends_on=depends_on,
         )
-        if job is not None:
+        if job is None:  # created concurrently under the same key
+            job_id = session.scalars(select(Job.id).where(Job.dedup_key == dedup_key)).one()
+        else:
+            job_id = job.id
             log.info("job_enqueued job=%d pipeline=%s key=%s version=%d", job.id, name, key, version)
+        ids[name] = job_id
+        return job_id
+
+    for name in names:
+        ensure(name)
 
 
 def route_series(session: Session, settings: Settings, pipelines: Mapping[str, Pipeline], done: repo.Completed) -> None:

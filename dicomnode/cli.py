@@ -93,8 +93,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     configure_logging(settings.node.log_level if args.log_level else "WARNING")
     params = dict(_key_values(args.param))
-    document = run_standalone(settings, args.pipeline, args.input_dir, args.prior, args.output, params)
+    document = run_standalone(
+        settings, args.pipeline, args.input_dir, args.prior, args.output, params, prior_results=args.prior_result
+    )
     print(f"{document['pipeline']['name']} {document['pipeline']['version']} ({document['produced_by']} path)")
+    if document["outcome"] != "assessed":
+        reason = (document.get("not_assessable_reason") or {}).get("meaning", "")
+        print(f"  NOT ASSESSABLE: {reason}. {document['text']}".rstrip())
     for item in document["files"]:
         print(f"  {item['kind']:<8} {item['path']}")
     print(f"  result   {args.output / 'result.json'}")
@@ -102,7 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_pipelines(args: argparse.Namespace) -> int:
-    from dicomnode.node import build_registry
+    from dicomnode.runner.host import build_registry
 
     settings = settings_from_args(args)
     configure_logging("ERROR")
@@ -122,8 +127,8 @@ def cmd_pipelines(args: argparse.Namespace) -> int:
 
 def cmd_route_explain(args: argparse.Namespace) -> int:
     from dicomnode.assembly import effective_rules
-    from dicomnode.node import build_registry
     from dicomnode.routing.explain import explain_folder
+    from dicomnode.runner.host import build_registry
 
     settings = settings_from_args(args)
     configure_logging("ERROR")
@@ -140,8 +145,8 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from dicomnode.node import build_registry
     from dicomnode.plugins.api import TrainablePipeline
+    from dicomnode.runner.host import build_registry
 
     settings = settings_from_args(args)
     configure_logging(settings.node.log_level)
@@ -156,18 +161,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from dicomnode.node import build_registry
     from dicomnode.plugins.api import EvaluablePipeline
-    from dicomnode.runner.execute import context_for
+    from dicomnode.runner.host import PipelineHost, build_registry
 
     settings = settings_from_args(args)
     configure_logging(settings.node.log_level if args.log_level else "WARNING")
-    pipeline = build_registry(settings).get(args.pipeline)
+    registry = build_registry(settings)
+    pipeline = registry.get(args.pipeline)
     if not isinstance(pipeline, EvaluablePipeline):
         raise DicomNodeError(f"pipeline {args.pipeline!r} has no evaluate command")
     if not args.data.is_dir():
         raise DicomNodeError(f"{args.data}: no such directory")
-    ctx = context_for(settings, pipeline, work_dir=args.output.parent if args.output else None)
+    work_dir = args.output.parent if args.output else None
+    ctx = PipelineHost(settings, registry).context(
+        pipeline, work_dir=work_dir, extra_params=dict(_key_values(args.param))
+    )
     report = pipeline.evaluate(args.data, dict(_key_values(args.option)), ctx)
     text = json.dumps(report, indent=2, default=str)
     if args.output:
@@ -236,6 +244,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pipeline")
     p.add_argument("input_dir", type=Path)
     p.add_argument("--prior", type=Path, action="append", default=[], help="folder of a prior study (repeatable)")
+    p.add_argument(
+        "--prior-result",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="RESULT_JSON",
+        help="an earlier result.json of a prior (reused: lesion identities stay the same); a result.json "
+        "inside a --prior folder is used without this flag",
+    )
     p.add_argument("--output", type=Path, required=True)
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="pipeline parameter")
     p.set_defaults(func=cmd_run)
@@ -272,7 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pipeline")
     p.add_argument("--data", type=Path, required=True, help="labelled data (layout: the pipeline's README)")
     p.add_argument("--output", type=Path, help="also write the report (JSON) here")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="evaluation option")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="pipeline parameter")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("import", help="wrap PNG/JPEG images as DICOM Secondary Capture")

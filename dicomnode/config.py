@@ -62,7 +62,7 @@ class WorkerSettings(_Strict):
     max_attempts: int = Field(default=3, ge=1)
     retry_base_seconds: float = Field(default=5.0, ge=0)
     poll_seconds: float = Field(default=0.5, gt=0)
-    device: str = "cpu"
+    device: str = "auto"
 
 
 class DispatchSettings(_Strict):

@@ -14,13 +14,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import numpy.typing as npt
-import pydicom
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
-from pydicom.errors import InvalidDicomError
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from dicomnode.errors import PipelineInputError
+from dicomnode.imaging.headers import read_header
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +103,9 @@ def wrap_image_as_secondary_capture(
     return ds
 
 
-def load_input_folder(folder: Path) -> list[Dataset]:
-    """Every DICOM file under ``folder`` (recursively, sorted by path), with PNG/JPEG pictures wrapped as SC.
+def load_input_folder(folder: Path) -> list[tuple[Path, Dataset]]:
+    """Every DICOM file under ``folder`` (recursively, sorted by path) as its header, with PNG/JPEG pictures
+    wrapped as SC (pixels included).
 
     The wrapped pictures of one folder share one StudyInstanceUID. Files that are neither are skipped
     (logged at DEBUG).
@@ -113,13 +113,13 @@ def load_input_folder(folder: Path) -> list[Dataset]:
     if not folder.is_dir():
         raise PipelineInputError(f"input folder {folder} does not exist")
     study_uid = generate_uid()
-    datasets: list[Dataset] = []
+    items: list[tuple[Path, Dataset]] = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         if path.suffix.lower() in IMAGE_SUFFIXES:
-            datasets.append(wrap_image_as_secondary_capture(path, study_instance_uid=study_uid))
+            items.append((path, wrap_image_as_secondary_capture(path, study_instance_uid=study_uid)))
             continue
         try:
-            datasets.append(pydicom.dcmread(path))
-        except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
+            items.append((path, read_header(path)))
+        except PipelineInputError as exc:
             log.debug("import.skip file=%s reason=%s", path.name, exc)
-    return datasets
+    return items

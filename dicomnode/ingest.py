@@ -6,6 +6,7 @@ import logging
 
 from dicomnode.db import repository as repo
 from dicomnode.db.engine import Database
+from dicomnode.imaging.headers import number_of_frames
 from dicomnode.routing.facts import SeriesFacts
 from dicomnode.scp import ReceivedInstance
 
@@ -37,6 +38,7 @@ def instance_record(instance: ReceivedInstance) -> repo.InstanceRecord:
         series_description=str(header.get("SeriesDescription", "") or ""),
         body_part=facts.body_part,
         facts=facts.to_dict(),
+        frames=number_of_frames(header),
     )
 
 

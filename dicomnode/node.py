@@ -27,7 +27,7 @@ from dicomnode.db.engine import Database
 from dicomnode.db.models import Job, JobState, utcnow
 from dicomnode.delivery import Dispatcher
 from dicomnode.ingest import DatabaseSink
-from dicomnode.plugins.registry import Registry
+from dicomnode.runner.host import build_registry
 from dicomnode.runner.worker import Worker
 from dicomnode.scp import ScpSettings, StorageSCP
 from dicomnode.store import InstanceStore
@@ -35,11 +35,6 @@ from dicomnode.store import InstanceStore
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
-
-
-def build_registry(settings: Settings) -> Registry:
-    cfg = settings.pipelines
-    return Registry.discover(enabled=cfg.enabled, disabled=cfg.disabled, extra=cfg.extra)
 
 
 def open_database(settings: Settings) -> Database:

@@ -61,6 +61,7 @@ class JobKind(enum.Enum):
 
 
 class JobState(enum.Enum):
+    WAITING = "WAITING"  # waiting for the upstream jobs it consumes from (depends_on) to be processed
     PENDING = "PENDING"  # waiting for a worker (or for run_after, when retrying)
     RUNNING = "RUNNING"  # claimed by a worker holding a lease
     DELIVERING = "DELIVERING"  # outputs written; waiting until every delivery is accepted
@@ -105,6 +106,7 @@ class Series(Base):
     # produces a new version of its results, never a silent duplicate).
     version: Mapped[int] = mapped_column(Integer, default=0)
     instance_count: Mapped[int] = mapped_column(Integer, default=0)
+    frame_count: Mapped[int] = mapped_column(Integer, default=0)  # NumberOfFrames summed over instances
     first_received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     last_received_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
     completed_at: Mapped[dt.datetime | None] = mapped_column()
@@ -182,6 +184,10 @@ class Job(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column()
     produced_by: Mapped[str | None] = mapped_column(String(16))
+    # "assessed" or "not_assessable" (a result, not a failure: never retried); None until processed.
+    outcome: Mapped[str | None] = mapped_column(String(24))
+    # Ids of the upstream jobs whose stored results this job consumes (chained pipelines).
+    depends_on: Mapped[list[int]] = mapped_column(JSON, default=list)
     result_path: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -59,6 +59,7 @@ class InstanceRecord:
     series_description: str
     body_part: str | None
     facts: dict[str, Any]
+    frames: int = 1
 
 
 def _get_or_create_study(session: Session, rec: InstanceRecord) -> Study:
@@ -119,7 +120,14 @@ def record_instance(session: Session, rec: InstanceRecord) -> tuple[Instance, bo
             association_id=rec.association_id,
         )
         session.add(instance)
-        series.instance_count = series.instance_count + 1
+        # Counted in SQL, not in Python: parallel associations storing into one series must not lose counts.
+        session.execute(
+            update(Series)
+            .where(Series.id == series.id)
+            .values(instance_count=Series.instance_count + 1, frame_count=Series.frame_count + rec.frames)
+            .execution_options(synchronize_session=False)
+        )
+        session.expire(series, ["instance_count", "frame_count"])
     else:
         instance.received_count += 1
         instance.path, instance.size, instance.received_at = rec.path, rec.size, now
@@ -221,6 +229,7 @@ def enqueue_job(
     rule: str,
     max_attempts: int,
     state: JobState = JobState.PENDING,
+    depends_on: Sequence[int] = (),
 ) -> Job | None:
     """Create a job unless one with the same dedup key exists (then None)."""
     if session.scalar(select(Job.id).where(Job.dedup_key == dedup_key)) is not None:
@@ -236,6 +245,7 @@ def enqueue_job(
         rule=rule,
         max_attempts=max_attempts,
         state=state,
+        depends_on=list(depends_on),
     )
     try:
         with session.begin_nested():
@@ -247,17 +257,31 @@ def enqueue_job(
 
 
 def claim_job(
-    session: Session, *, owner: str, lease_seconds: float, is_postgres: bool, now: dt.datetime | None = None
+    session: Session,
+    *,
+    owner: str,
+    lease_seconds: float,
+    is_postgres: bool,
+    pipelines: Sequence[str],
+    now: dt.datetime | None = None,
 ) -> Job | None:
-    """Atomically claim the oldest runnable pipeline job: PENDING and due, or RUNNING with an expired lease
-    (its worker died). On Postgres, FOR UPDATE SKIP LOCKED lets workers on many hosts share the queue;
-    SQLite serialises writers (BEGIN IMMEDIATE), which gives the same guarantee on one host."""
+    """Atomically claim the oldest runnable job of one of ``pipelines`` (those the worker can run here):
+    PENDING and due, or RUNNING with an expired lease (its worker died). On Postgres, FOR UPDATE SKIP LOCKED
+    lets workers on many hosts share the queue; SQLite serialises writers (BEGIN IMMEDIATE), which gives the
+    same guarantee on one host."""
+    if not pipelines:
+        return None
     now = now or utcnow()
     runnable = or_(
         and_(Job.state == JobState.PENDING, Job.run_after <= now),
         and_(Job.state == JobState.RUNNING, Job.lease_expires_at < now),
     )
-    query = select(Job).where(Job.kind == JobKind.PIPELINE, runnable).order_by(Job.run_after, Job.id).limit(1)
+    query = (
+        select(Job)
+        .where(Job.kind == JobKind.PIPELINE, Job.pipeline.in_(list(pipelines)), runnable)
+        .order_by(Job.run_after, Job.id)
+        .limit(1)
+    )
     if is_postgres:
         query = query.with_for_update(skip_locked=True)
     job = session.scalars(query).first()
@@ -297,6 +321,33 @@ def fail_attempt(session: Session, job: Job, error: str, *, retry_base_seconds: 
         job.state = JobState.FAILED
         job.finished_at = now
         add_event(session, job, "failed", error)
+        fail_dependents(session, job)
+
+
+def release_dependents(session: Session, upstream: Job) -> list[Job]:
+    """WAITING jobs whose upstream jobs are all processed become PENDING (a chain's next step may run)."""
+    released = []
+    waiting = session.scalars(select(Job).where(Job.state == JobState.WAITING, Job.study_id == upstream.study_id)).all()
+    for job in waiting:
+        if upstream.id not in (job.depends_on or []):
+            continue
+        processed = session.scalars(select(Job.processed_at).where(Job.id.in_(job.depends_on))).all()
+        if len(processed) == len(job.depends_on) and all(p is not None for p in processed):
+            job.state, job.run_after = JobState.PENDING, utcnow()
+            add_event(session, job, "released", f"upstream jobs {job.depends_on} processed")
+            released.append(job)
+    return released
+
+
+def fail_dependents(session: Session, upstream: Job) -> None:
+    """Jobs waiting for a job that failed for good fail too, naming it (they can never run)."""
+    waiting = session.scalars(select(Job).where(Job.state == JobState.WAITING, Job.study_id == upstream.study_id)).all()
+    for job in waiting:
+        if upstream.id in (job.depends_on or []):
+            job.state, job.finished_at = JobState.FAILED, utcnow()
+            job.error = f"upstream job {upstream.id} ({upstream.pipeline}) failed: {upstream.error or ''}"[:4000]
+            add_event(session, job, "failed", job.error)
+            fail_dependents(session, job)
 
 
 def add_output(

@@ -1,7 +1,7 @@
 """The encoder: a :class:`~dicomnode.plugins.api.PipelineResult` to DICOM SEG, TID 1500 SR and a summary SC.
 
 The only part of the node that uses highdicom. Every object goes into the source study, each kind in a new
-series, written as Part 10 files (explicit VR little endian, uncompressed).
+series (one SEG series per label map), written as Part 10 files (explicit VR little endian, uncompressed).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 import highdicom as hd
 from pydicom import Dataset
 
-from dicomnode.encode.ordering import slice_sources
-from dicomnode.encode.seg import EncodedSeg, SeriesInfo, build_seg
+from dicomnode.encode.seg import EncodedSeg, SeriesInfo, build_segs
+from dicomnode.encode.sources import SourceIndex
 from dicomnode.encode.sr import SrInputs, build_sr
 from dicomnode.encode.summary import build_summary
 from dicomnode.errors import EncodeError
@@ -26,7 +26,8 @@ __all__ = ["EncodedObject", "encode_result", "series_description"]
 
 log = logging.getLogger(__name__)
 
-# Series number offsets from ``series_number``: each kind keeps its number across versions.
+# Series number offsets from ``series_number``: each kind keeps its number across versions; the k-th label
+# map's SEG series is SEG + 3 k (so the first keeps the number it always had).
 _SERIES_OFFSET = {OutputKind.SR: 0, OutputKind.SEG: 1, OutputKind.SUMMARY: 2}
 
 
@@ -41,9 +42,9 @@ class EncodedObject:
     series_instance_uid: str
 
 
-def series_description(pipeline_name: str, kind: OutputKind, version: int) -> str:
-    """E.g. "lung_longitudinal SR" for version 1, "lung_longitudinal SR v2" after a re-analysis."""
-    text = f"{pipeline_name} {kind.value}" + (f" v{version}" if version > 1 else "")
+def series_description(pipeline_name: str, kind: OutputKind, version: int, part: str = "") -> str:
+    """E.g. "lung_longitudinal SR" for version 1, "lung_longitudinal SEG bones v2" after a re-analysis."""
+    text = f"{pipeline_name} {kind.value}" + (f" {part}" if part else "") + (f" v{version}" if version > 1 else "")
     return text[:64]
 
 
@@ -80,44 +81,45 @@ def encode_result(
     prior_datasets: Sequence[Dataset] = (),
     institution: str = "dicomnode",
     kinds: Collection[OutputKind] | None = None,
+    body_part: str | None = None,
 ) -> list[EncodedObject]:
-    """Encode ``result`` as SEG (when it has a label map), SR and summary SC in ``out_dir``; return them.
+    """Encode ``result`` as SEGs (one series per label map), SR and summary SC in ``out_dir``; return them.
 
-    ``source_datasets`` are the analysed series (any order); the label map lies on the grid
-    ``dicomnode.runner.volume.load_volume(source_datasets)`` builds. SR, SEG and SC get series numbers
-    ``series_number`` + 0, 1, 2. ``kinds`` limits what is written (default: everything that applies).
+    ``source_datasets`` are the headers of every analysed series (any order; pixel data not needed); the
+    label maps and regions reference frames among them. ``body_part`` (normalised) codes the procedure.
+    SR, first SEG and SC get series numbers ``series_number`` + 0, 1, 2. ``kinds`` limits what is written.
     """
-    if not source_datasets:
-        raise EncodeError("encode_result needs the source datasets")
     if version < 1:
         raise EncodeError(f"version must be >= 1, got {version}")
+    index = SourceIndex(source_datasets)
     wanted = set(kinds) if kinds is not None else set(OutputKind)
-    sources = slice_sources(source_datasets)
-    ordered = [s.dataset for s in sources]
-    ordered = list({id(ds): ds for ds in ordered}.values())  # multi-frame: one entry per instance
 
-    def info(kind: OutputKind) -> SeriesInfo:
+    def info(kind: OutputKind, part: str = "", offset: int = 0) -> SeriesInfo:
         return SeriesInfo(
             series_instance_uid=hd.UID(),
-            series_number=series_number + _SERIES_OFFSET[kind],
-            series_description=series_description(pipeline_name, kind, version),
+            series_number=series_number + _SERIES_OFFSET[kind] + offset,
+            series_description=series_description(pipeline_name, kind, version, part),
             pipeline_name=pipeline_name,
             pipeline_version=pipeline_version,
-            produced_by=result.produced_by,
+            produced_by=result.overall_produced_by,
             institution=institution,
         )
 
     written: list[EncodedObject] = []
-    seg: EncodedSeg | None = None
-    if result.label_map is not None and OutputKind.SEG in wanted:
-        seg = build_seg(result.label_map, sources, result.groups, info(OutputKind.SEG))
-        written.append(_write(seg.dataset, OutputKind.SEG, out_dir))
+    segs: list[EncodedSeg] = []
+    if OutputKind.SEG in wanted:
+        for k, label_map in enumerate(result.label_maps):
+            part = label_map.name if len(result.label_maps) > 1 else ""
+            encoded = build_segs(label_map, index, result.groups, info(OutputKind.SEG, part, 3 * k))
+            segs.extend(encoded)
+            written.extend(_write(seg.dataset, OutputKind.SEG, out_dir) for seg in encoded)
     if OutputKind.SR in wanted:
-        inputs = SrInputs(ordered, seg, info(OutputKind.SR), predecessor_sr, prior_datasets)
+        inputs = SrInputs(index, segs, info(OutputKind.SR), body_part, predecessor_sr, prior_datasets)
         written.append(_write(build_sr(result, inputs), OutputKind.SR, out_dir))
     if OutputKind.SUMMARY in wanted:
-        summary = build_summary(result, ordered[0], info(OutputKind.SUMMARY))
-        written.append(_write(summary, OutputKind.SUMMARY, out_dir))
+        written.append(
+            _write(build_summary(result, index.first, info(OutputKind.SUMMARY)), OutputKind.SUMMARY, out_dir)
+        )
     log.info(
         "result encoded",
         extra={"action": "encode.done", "pipeline": pipeline_name, "objects": [o.kind.value for o in written]},

@@ -7,9 +7,7 @@ says: each finding's tracking id, its measurements with units, and which path pr
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Sequence
 
-import cv2
 import highdicom as hd
 import numpy as np
 import numpy.typing as npt
@@ -18,17 +16,10 @@ from pydicom import Dataset
 from dicomnode.encode.seg import SeriesInfo
 from dicomnode.errors import EncodeError
 from dicomnode.plugins.api import PipelineResult
+from dicomnode.plugins.drawing import text_panel
 
 _WIDTH = 1024
-_LINE_HEIGHT = 30
-_MARGIN = 24
 _MAX_LINES = 60
-_FONT = cv2.FONT_HERSHEY_SIMPLEX
-
-
-def _ascii(text: str) -> str:
-    """Hershey fonts draw ASCII only."""
-    return text.encode("ascii", "replace").decode("ascii")
 
 
 def _format_value(value: float) -> str:
@@ -37,15 +28,20 @@ def _format_value(value: float) -> str:
 
 def table_lines(result: PipelineResult, info: SeriesInfo) -> list[str]:
     """The text of the summary table, one entry per drawn line."""
-    title = result.summary_title or f"{info.pipeline_name} {info.pipeline_version}"
-    lines = [title, f"Produced by: {result.produced_by.value} ({info.pipeline_name} {info.pipeline_version})", ""]
-    if not result.groups:
+    lines = [f"Produced by: {result.overall_produced_by.value} ({info.pipeline_name} {info.pipeline_version})"]
+    lines.extend(f"Model: {m.name} {m.version} (sha256 {m.sha256[:12]})" for m in result.models)
+    lines.append("")
+    if not result.assessed and result.not_assessable_reason is not None:
+        lines.append(f"NOT ASSESSABLE: {result.not_assessable_reason.meaning}")
+    elif not result.groups:
         lines.append("No findings reported.")
     for group in result.groups:
         site = f" - {group.finding_site.meaning}" if group.finding_site else ""
         lines.append(f"{group.tracking_id}: {group.finding.meaning}{site}")
         lines.extend(f"    {m.name.meaning}: {_format_value(m.value)} {m.unit.value}" for m in group.measurements)
         lines.extend(f"    {q.name.meaning}: {q.value.meaning}" for q in group.qualitative)
+        if group.confidence is not None:
+            lines.append(f"    Confidence: {100 * group.confidence:.0f} %")
     if result.text.strip():
         lines.append("")
         for paragraph in result.text.strip().splitlines():
@@ -61,21 +57,15 @@ def table_lines(result: PipelineResult, info: SeriesInfo) -> list[str]:
     return lines
 
 
-def render_table(lines: Sequence[str]) -> npt.NDArray[np.uint8]:
-    """White text on black, RGB (rows, 1024, 3); the first line is the title, drawn larger."""
-    height = 2 * _MARGIN + _LINE_HEIGHT * (len(lines) + 1)
-    image = np.zeros((height, _WIDTH, 3), dtype=np.uint8)
-    y = _MARGIN + _LINE_HEIGHT
-    for i, line in enumerate(lines):
-        scale, thickness = (0.9, 2) if i == 0 else (0.6, 1)
-        cv2.putText(image, _ascii(line), (_MARGIN, y), _FONT, scale, (255, 255, 255), thickness, cv2.LINE_AA)
-        y += _LINE_HEIGHT + (10 if i == 0 else 0)
-    return image
+def render_table(result: PipelineResult, info: SeriesInfo) -> npt.NDArray[np.uint8]:
+    """White text on black, RGB (rows, 1024, 3), the title larger."""
+    title = result.summary_title or f"{info.pipeline_name} {info.pipeline_version}"
+    return text_panel(table_lines(result, info), _WIDTH, scale=0.6, title=title)
 
 
 def build_summary(result: PipelineResult, reference: Dataset, info: SeriesInfo) -> hd.sc.SCImage:
     """An RGB Secondary Capture in the source study: ``result.summary_image`` or the rendered table."""
-    pixels = result.summary_image if result.summary_image is not None else render_table(table_lines(result, info))
+    pixels = result.summary_image if result.summary_image is not None else render_table(result, info)
     pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
     try:
         sc = hd.sc.SCImage.from_ref_dataset(

@@ -19,16 +19,18 @@ __all__ = ["AXIAL", "FrameRef", "frame_geometry", "frame_timing", "has_geometry"
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
 
-def _functional(ds: Dataset, frame_index: int, sequence: str) -> Dataset | None:
+def _functional(ds: Dataset, frame_index: int, sequence: str) -> Any:
     """The first item of ``sequence`` in the frame's per-frame functional group, else in the shared one."""
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
-    if per_frame is not None and frame_index < len(per_frame) and sequence in per_frame[frame_index]:
-        items = per_frame[frame_index][sequence]
-        if len(items):
-            return items[0]  # type: ignore[no-any-return]
+    if per_frame is not None and frame_index < len(per_frame):
+        items = per_frame[frame_index].get(sequence)
+        if items:
+            return items[0]
     shared = ds.get("SharedFunctionalGroupsSequence")
-    if shared is not None and len(shared) and sequence in shared[0] and len(shared[0][sequence]):
-        return shared[0][sequence][0]  # type: ignore[no-any-return]
+    if shared:
+        items = shared[0].get(sequence)
+        if items:
+            return items[0]
     return None
 
 

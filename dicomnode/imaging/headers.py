@@ -28,6 +28,7 @@ __all__ = [
     "read_full",
     "read_header",
     "repair_header",
+    "slice_thickness",
     "sop_class_uid",
     "sort_by_instance_number",
 ]
@@ -85,6 +86,20 @@ def pixel_spacing(ds: Dataset, frame_index: int = 0) -> tuple[tuple[float, float
         if spacing is not None and spacing[0] > 0 and spacing[1] > 0:
             return (spacing[0], spacing[1]), source
     return None
+
+
+def slice_thickness(ds: Dataset) -> float | None:
+    """SliceThickness in mm, from the header or the shared Pixel Measures of an enhanced image."""
+    value: Any = ds.get("SliceThickness")
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if value in (None, "") and shared:
+        measures = shared[0].get("PixelMeasuresSequence")
+        value = measures[0].get("SliceThickness") if measures else None
+    try:
+        thickness = float(value)
+    except (TypeError, ValueError):
+        return None
+    return thickness if thickness > 0 else None
 
 
 def read_header(path: Path) -> Dataset:

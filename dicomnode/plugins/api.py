@@ -332,7 +332,7 @@ class ImageSeries:
         """Time points at the most common slice position (1 for a plain volume), from headers alone."""
         return time_point_count(self.datasets)
 
-    def _pixels(self, ds: Dataset) -> npt.NDArray[np.float32]:
+    def instance_frames(self, ds: Dataset) -> npt.NDArray[np.float32]:
         """Modality frames of one header: from the data set itself when it holds pixels, else its file."""
         if has_pixels(ds):
             return modality_frames(ds)
@@ -344,20 +344,20 @@ class ImageSeries:
     def volume(self) -> Volume:
         """The series as a 3D volume sorted along the slice normal; cached."""
         if self._volume is None:
-            self._volume = load_volume(self.datasets, self._pixels)
+            self._volume = load_volume(self.datasets, self.instance_frames)
         return self._volume
 
     def cine(self) -> Cine:
         """The series as a cine: frames grouped by slice position and ordered by time; cached."""
         if self._cine is None:
-            self._cine = load_cine(self.datasets, self._pixels)
+            self._cine = load_cine(self.datasets, self.instance_frames)
         return self._cine
 
     def frames(self) -> list[npt.NDArray[np.float32]]:
         """Every frame of every instance as 2D modality values, instances by InstanceNumber."""
         out: list[npt.NDArray[np.float32]] = []
         for ds in sort_by_instance_number(self.datasets):
-            out.extend(list(self._pixels(ds)))
+            out.extend(list(self.instance_frames(ds)))
         return out
 
     def release(self) -> None:
@@ -434,7 +434,7 @@ class PipelineInputs:
             return members[0].cine()
         datasets = [ds for s in members for ds in s.datasets]
         owner = {id(ds): s for s in members for ds in s.datasets}
-        return load_cine(datasets, lambda ds: owner[id(ds)]._pixels(ds))
+        return load_cine(datasets, lambda ds: owner[id(ds)].instance_frames(ds))
 
 
 @dataclass

@@ -3,30 +3,23 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from dicomnode.errors import ValidationError
+from dicomnode.imaging.cine import time_point_count
+from dicomnode.imaging.headers import number_of_frames, sop_class_uid
 from dicomnode.routing.bodypart import normalise_body_part
 
 if TYPE_CHECKING:
     from pydicom import Dataset
 
-__all__ = ["SeriesFacts"]
+__all__ = ["SeriesFacts", "declared_time_points", "facts_of_headers"]
 
 
 def _text(ds: Dataset, keyword: str) -> str:
     return str(ds.get(keyword, "") or "").strip()
-
-
-def _sop_class_uid(ds: Dataset) -> str:
-    # Some exporters leave SOPClassUID empty (the TotalSegmentator example does); the file meta still says it.
-    uid = _text(ds, "SOPClassUID")
-    if not uid:
-        meta = getattr(ds, "file_meta", None)
-        uid = str(meta.get("MediaStorageSOPClassUID", "") or "").strip() if meta is not None else ""
-    return uid
 
 
 def _image_type(ds: Dataset) -> tuple[str, ...]:
@@ -79,24 +72,39 @@ class SeriesFacts:
     called_ae: str
     instance_count: int
     slice_thickness_mm: float | None
+    frame_count: int
+    time_points: int
     series_instance_uid: str
     study_instance_uid: str
 
     def __post_init__(self) -> None:
-        if self.instance_count < 0:
-            raise ValidationError(f"SeriesFacts.instance_count must be >= 0, got {self.instance_count}")
+        for name in ("instance_count", "frame_count", "time_points"):
+            if getattr(self, name) < 0:
+                raise ValidationError(f"SeriesFacts.{name} must be >= 0, got {getattr(self, name)}")
 
     @classmethod
     def from_dataset(
-        cls, ds: Dataset, *, instance_count: int, calling_ae: str = "", called_ae: str = ""
+        cls,
+        ds: Dataset,
+        *,
+        instance_count: int,
+        calling_ae: str = "",
+        called_ae: str = "",
+        frame_count: int | None = None,
+        time_points: int | None = None,
     ) -> SeriesFacts:
-        """Facts of the series ``ds`` (any one instance's header) belongs to."""
+        """Facts of the series ``ds`` (any one instance's header) belongs to.
+
+        ``frame_count`` defaults to the instance count times this instance's frames; ``time_points`` to
+        what the header declares (CardiacNumberOfImages, NumberOfTemporalPositions), else 1. Callers that
+        hold every header pass exact counts (see :func:`facts_of_headers`).
+        """
         body_part = normalise_body_part(ds)
         return cls(
             modality=_text(ds, "Modality").upper(),
             body_part=body_part.name,
             body_part_source=body_part.source,
-            sop_class_uid=_sop_class_uid(ds),
+            sop_class_uid=sop_class_uid(ds),
             image_type=_image_type(ds),
             series_description=_text(ds, "SeriesDescription"),
             study_description=_text(ds, "StudyDescription"),
@@ -104,6 +112,8 @@ class SeriesFacts:
             called_ae=called_ae.strip(),
             instance_count=instance_count,
             slice_thickness_mm=_slice_thickness(ds),
+            frame_count=frame_count if frame_count is not None else instance_count * number_of_frames(ds),
+            time_points=time_points if time_points is not None else declared_time_points(ds),
             series_instance_uid=_text(ds, "SeriesInstanceUID"),
             study_instance_uid=_text(ds, "StudyInstanceUID"),
         )
@@ -126,5 +136,30 @@ class SeriesFacts:
         values["image_type"] = tuple(str(v) for v in values["image_type"] or ())
         thickness = values["slice_thickness_mm"]
         values["slice_thickness_mm"] = None if thickness is None else float(thickness)
-        values["instance_count"] = int(values["instance_count"])
+        for name in ("instance_count", "frame_count", "time_points"):
+            values[name] = int(values[name])
         return cls(**values)
+
+
+def declared_time_points(ds: Dataset) -> int:
+    """The time points one header declares: CardiacNumberOfImages or NumberOfTemporalPositions, else 1."""
+    for keyword in ("CardiacNumberOfImages", "NumberOfTemporalPositions"):
+        try:
+            value = int(ds.get(keyword, 0) or 0)
+        except (TypeError, ValueError):
+            continue
+        if value > 0:
+            return value
+    return 1
+
+
+def facts_of_headers(headers: Sequence[Dataset], *, calling_ae: str = "", called_ae: str = "") -> SeriesFacts:
+    """Exact facts of a series whose every header is at hand (``dicomnode run``, ``route explain``)."""
+    return SeriesFacts.from_dataset(
+        headers[0],
+        instance_count=len(headers),
+        calling_ae=calling_ae,
+        called_ae=called_ae,
+        frame_count=sum(number_of_frames(h) for h in headers),
+        time_points=time_point_count(headers),
+    )

@@ -80,6 +80,8 @@ class Criteria:
     called_aes: tuple[str, ...] = ()
     min_instances: int = 1
     max_instances: int | None = None
+    min_frames: int = 1
+    min_time_points: int = 1
     max_slice_thickness_mm: float | None = None
 
 
@@ -146,6 +148,12 @@ def _count_checks(c: Criteria, f: SeriesFacts) -> list[tuple[bool, str]]:
     if c.max_instances is not None:
         ok = f.instance_count <= c.max_instances
         checks.append((ok, f"{f.instance_count} instances {'<=' if ok else '>'} maximum {c.max_instances}"))
+    if c.min_frames > 1:
+        ok = f.frame_count >= c.min_frames
+        checks.append((ok, f"{f.frame_count} frames {'>=' if ok else '<'} minimum {c.min_frames}"))
+    if c.min_time_points > 1:
+        ok = f.time_points >= c.min_time_points
+        checks.append((ok, f"{f.time_points} time points {'>=' if ok else '<'} minimum {c.min_time_points}"))
     if c.max_slice_thickness_mm is not None:
         limit = c.max_slice_thickness_mm
         if f.slice_thickness_mm is None:
@@ -180,6 +188,8 @@ def criteria_from_selector(selector: Selector) -> Criteria:
         series_description=selector.series_description,
         study_description=selector.study_description,
         min_instances=selector.min_instances,
+        min_frames=selector.min_frames,
+        min_time_points=selector.min_time_points,
         max_slice_thickness_mm=selector.max_slice_thickness_mm,
     )
 

@@ -4,7 +4,6 @@ analysed them) and, when configured, from the PACS by C-FIND + C-GET."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from pathlib import Path
 
@@ -14,30 +13,22 @@ from dicomnode.config import Settings
 from dicomnode.db.engine import Database
 from dicomnode.db.models import Instance, Job, JobState, Series, Study
 from dicomnode.errors import DicomNodeError
-from dicomnode.plugins.api import ImageSeries, Pipeline, PipelineResult, PriorSpec, PriorStudy, ProducedBy
-from dicomnode.routing.facts import SeriesFacts
+from dicomnode.plugins.api import ImageSeries, Pipeline, PipelineResult, PriorSpec, PriorStudy
+from dicomnode.routing.facts import facts_of_headers
 from dicomnode.routing.selectors import match_selector
-from dicomnode.runner.execute import group_series, read_datasets
+from dicomnode.runner.execute import group_series, load_result, read_headers
 
 log = logging.getLogger(__name__)
 
 
 def _accepts(spec: PriorSpec, series: ImageSeries) -> bool:
-    facts = SeriesFacts.from_dataset(series.first, instance_count=len(series.datasets))
+    facts = facts_of_headers(series.datasets)
     return match_selector(spec.selector, facts).matched
 
 
 def previous_result(path: str | None) -> PipelineResult | None:
     """An earlier result, rebuilt from its result.json (its details carry what pipelines reuse)."""
-    if not path or not Path(path).is_file():
-        return None
-    doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    return PipelineResult(
-        produced_by=ProducedBy(doc.get("produced_by", "classical")),
-        text=str(doc.get("text", "")),
-        prior_study_uids=list(doc.get("prior_study_uids", [])),
-        details=dict(doc.get("details", {})),
-    )
+    return load_result(Path(path)) if path and Path(path).is_file() else None
 
 
 def _too_old(study_date: str, current: str, max_age_days: int | None) -> bool:
@@ -83,7 +74,7 @@ class PriorFinder:
                     Path(p)
                     for p in session.scalars(select(Instance.path).join(Series).where(Series.study_id == prior.id))
                 ]
-                series = [s for s in group_series(read_datasets(paths)) if _accepts(spec, s)]
+                series = [s for s in group_series(read_headers(paths)) if _accepts(spec, s)]
                 if not series:
                     continue
                 result_path = session.scalar(
@@ -132,7 +123,7 @@ class PriorFinder:
             except DicomNodeError as exc:
                 log.warning("priors_retrieve_failed study=%s error=%s", candidate.study_instance_uid, exc)
                 continue
-            series = [s for s in group_series(read_datasets(paths)) if _accepts(spec, s)]
+            series = [s for s in group_series(read_headers(paths)) if _accepts(spec, s)]
             if series:
                 found.append(PriorStudy(candidate.study_instance_uid, candidate.study_date, series))
         return found

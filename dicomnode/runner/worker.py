@@ -1,5 +1,7 @@
-"""The worker: claims a pipeline job, loads its series (and priors), runs the pipeline chain, encodes the result,
-records outputs and queues their deliveries. A killed worker's job is claimed again when its lease runs out.
+"""The worker: claims a pipeline job it can run, loads its series (headers first; pixels when the pipeline
+asks), the stored results of the upstream jobs it consumes and its priors, runs the pipeline (set up once
+per worker), encodes the result, records outputs and queues their deliveries. A killed worker's job is
+claimed again when its lease runs out.
 """
 
 from __future__ import annotations
@@ -20,9 +22,17 @@ from dicomnode.db.engine import Database
 from dicomnode.db.models import Instance, Job, JobState, Output, Series, Study, utcnow
 from dicomnode.encode import EncodedObject
 from dicomnode.errors import DicomNodeError, PipelineInputError, PluginError
-from dicomnode.plugins.api import ImageSeries, Pipeline, PipelineInputs
+from dicomnode.plugins.api import (
+    ImageSeries,
+    NotAssessable,
+    Pipeline,
+    PipelineInputs,
+    PipelineResult,
+    required_pipelines,
+)
 from dicomnode.plugins.registry import Registry
-from dicomnode.runner.execute import context_for, group_series, read_datasets, run_chain, write_outputs
+from dicomnode.runner.execute import group_series, load_result, read_headers, write_outputs
+from dicomnode.runner.host import PipelineHost
 from dicomnode.runner.priors import PriorFinder
 
 log = logging.getLogger(__name__)
@@ -63,12 +73,18 @@ class Worker:
         self.settings = settings
         self.db = db
         self.registry = registry
+        self.host = PipelineHost(settings, registry)
         self.owner = owner or worker_id()
         self.priors = PriorFinder(settings, db)
 
+    @property
+    def runnable(self) -> list[str]:
+        """The pipelines this worker can run: loaded, enabled and available on this host."""
+        return sorted(self.registry.active())
+
     # ---------------------------------------------------------------------------------- loop
     def run_forever(self, stop: threading.Event) -> None:
-        log.info("worker_started owner=%s", self.owner)
+        log.info("worker_started owner=%s pipelines=%s", self.owner, ",".join(self.runnable) or "none")
         while not stop.is_set():
             try:
                 worked = self.run_once()
@@ -85,6 +101,7 @@ class Worker:
                 owner=self.owner,
                 lease_seconds=self.settings.worker.lease_seconds,
                 is_postgres=self.db.is_postgres,
+                pipelines=self.runnable,
             )
             if job is None:
                 return False
@@ -110,12 +127,13 @@ class Worker:
         log.warning("job_attempt_failed job=%d error=%s", job_id, error)
         with self.db.session() as session:
             job = session.get(Job, job_id)
-            if job is not None and job.state is JobState.RUNNING:
+            if job is not None and job.state is JobState.RUNNING and job.lease_owner == self.owner:
                 repo.fail_attempt(
                     session, job, error, retry_base_seconds=self.settings.worker.retry_base_seconds, retryable=retryable
                 )
 
-    def _load_inputs(self, job: Job, pipeline: Pipeline) -> tuple[list[ImageSeries], Study]:
+    def _load_inputs(self, job: Job) -> tuple[list[ImageSeries], Study]:
+        """The job's series as headers (pixel data is read only when the pipeline asks for it)."""
         with self.db.session() as session:
             study = session.get(Study, job.study_id)
             if study is None:
@@ -126,10 +144,22 @@ class Worker:
                 else list(session.scalars(select(Series.id).where(Series.study_id == job.study_id)))
             )
             paths = [Path(p) for p in session.scalars(select(Instance.path).where(Instance.series_id.in_(series_ids)))]
-        series = group_series(read_datasets(paths))
+        series = group_series(read_headers(paths))
         if not series:
-            raise PipelineInputError(f"job {job.id}: no readable images with pixel data")
+            raise PipelineInputError(f"job {job.id}: no readable images")
         return series, study
+
+    def _upstream(self, job: Job, pipeline: Pipeline) -> dict[str, PipelineResult]:
+        """The stored results of the upstream jobs this job consumes, by pipeline name."""
+        if not job.depends_on:
+            return {}
+        with self.db.session() as session:
+            rows = session.execute(select(Job.pipeline, Job.result_path).where(Job.id.in_(job.depends_on))).all()
+        results = {name: load_result(Path(path)) for name, path in rows if path and Path(path).is_file()}
+        missing = [name for name in required_pipelines(pipeline) if name not in results]
+        if missing:
+            raise PipelineInputError(f"job {job.id}: no stored result of upstream {', '.join(missing)}")
+        return results
 
     def _execute(self, job_id: int) -> None:
         with self.db.session() as session:
@@ -138,16 +168,20 @@ class Worker:
                 return
             session.expunge(job)
         pipeline = self.registry.get(job.pipeline)
-        series, study = self._load_inputs(job, pipeline)
-        priors = self.priors.find(pipeline, study) if pipeline.priors else []
+        series, study = self._load_inputs(job)
+        upstream = self._upstream(job, pipeline)
         work_dir = self.settings.outputs_dir / f"job-{job.id}"
         t0 = time.monotonic()
-        result = run_chain(
-            pipeline,
-            PipelineInputs(series=series, priors=priors),
-            self.registry.get,
-            lambda p: context_for(self.settings, p, work_dir=work_dir, job_id=job.id),
-        )
+        blocked = next((name for name, r in upstream.items() if not r.assessed), None)
+        if blocked is not None:
+            reason = upstream[blocked].not_assessable_reason
+            text = f"{blocked} could not assess the input: {reason.meaning if reason else 'not assessable'}"
+            result = PipelineResult.not_assessable(NotAssessable.UPSTREAM_NOT_ASSESSABLE, text)
+            priors = []
+        else:
+            priors = self.priors.find(pipeline, study) if pipeline.priors else []
+            ctx = self.host.context(pipeline, work_dir=work_dir, job_id=job.id)
+            result = self.host.run(pipeline, PipelineInputs(series=series, priors=priors, upstream=upstream), ctx)
         run_seconds = time.monotonic() - t0
         objects, _ = write_outputs(
             result,
@@ -159,7 +193,7 @@ class Worker:
             version=job.series_version,
             predecessor_sr=self._predecessor_sr(job),
         )
-        self._record(job, result.produced_by.value, objects, work_dir / "result.json", run_seconds)
+        self._record(job, result, objects, work_dir / "result.json", run_seconds)
 
     def _predecessor_sr(self, job: Job) -> pydicom.Dataset | None:
         """The SR of the previous version of the same pipeline on the same series (re-opened series)."""
@@ -182,9 +216,10 @@ class Worker:
         return pydicom.dcmread(path) if path and Path(path).is_file() else None
 
     def _record(
-        self, job: Job, produced_by: str, objects: list[EncodedObject], result_path: Path, run_seconds: float
+        self, job: Job, result: PipelineResult, objects: list[EncodedObject], result_path: Path, run_seconds: float
     ) -> None:
         destinations = [d for d in self.settings.destinations if d.results]
+        produced_by = result.overall_produced_by.value
         with self.db.session() as session:
             row = session.get(Job, job.id)
             if row is None or row.state is not JobState.RUNNING or row.lease_owner != self.owner:
@@ -203,13 +238,16 @@ class Worker:
             for dest in destinations:
                 repo.add_deliveries(session, row, dest.name, [(o.sop_instance_uid, str(o.path)) for o in objects])
             row.produced_by = produced_by
+            row.outcome = result.outcome.value
             row.result_path = str(result_path)
             row.processed_at = utcnow()
             row.lease_owner, row.lease_expires_at = None, None
             kinds = ", ".join(o.kind.value for o in objects)
-            repo.add_event(session, row, "processed", f"path={produced_by} seconds={run_seconds:.2f} outputs={kinds}")
+            detail = f"path={produced_by} outcome={result.outcome.value} seconds={run_seconds:.2f} outputs={kinds}"
+            repo.add_event(session, row, "processed", detail)
             if destinations:
                 row.state = JobState.DELIVERING
             else:
                 row.state, row.finished_at = JobState.DONE, utcnow()
                 repo.add_event(session, row, "done", "no result destinations configured")
+            repo.release_dependents(session, row)

@@ -1,7 +1,7 @@
 """Scoring the pipeline on phantoms: limb count, marker letters and the kept hand, each right or wrong.
 
 Shared by the accuracy test and ``benchmarks/hand_xray_accuracy.py``. Each phantom is written as a DX file with
-``dicomnode.synthetic.write_radiograph`` and read back, so the whole input path (rescale, window, photometric)
+``dicomnode.testing.synthetic.write_radiograph`` and read back, so the whole input path (rescale, window, photometric)
 is exercised.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import pydicom
 
 from dicomnode.plugins.api import ImageSeries, PipelineInputs, PipelineResult, RunContext
-from dicomnode.synthetic import write_radiograph
+from dicomnode.testing.synthetic import write_radiograph
 from pipelines.hand_xray.phantoms import BoolMask, Phantom, make_phantom, random_spec
 from pipelines.hand_xray.pipeline import HandXrayPipeline
 

@@ -1,14 +1,14 @@
 """The coded concepts of the hand_xray results.
 
-Standard codes where they exist (SNOMED CT "SCT", DICOM "DCM", UCUM); private "99DICOMNODE" codes only for
+Standard codes where they exist (SNOMED CT "SCT", DICOM "DCM", UCUM); private codes (the node's one scheme) only for
 concepts no standard names (the marker letter, the selection, the quality flags), each with a plain meaning.
 """
 
 from __future__ import annotations
 
-from dicomnode.plugins.api import Code
+from dicomnode.plugins.api import LOCAL_SCHEME, Code
 
-PRIVATE = "99DICOMNODE"
+PRIVATE = LOCAL_SCHEME
 
 HAND = Code("85562004", "SCT", "Hand")
 LEFT = Code("7771000", "SCT", "Left")

@@ -160,7 +160,7 @@ def _clusters(points: npt.NDArray[np.float32], width: int, params: MarkerParams)
     if len(points) < 4:
         return [points]
     criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 50, 0.5)
-    _, labels, centres = cv2.kmeans(points, 2, None, criteria, 5, cv2.KMEANS_PP_CENTERS)  # type: ignore[call-overload]
+    _, labels, centres = cv2.kmeans(points, 2, None, criteria, 5, cv2.KMEANS_PP_CENTERS)
     distance = math.dist(tuple(centres[0]), tuple(centres[1]))
     if distance / width <= params.split_fraction:
         return [points]

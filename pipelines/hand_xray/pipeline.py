@@ -33,11 +33,12 @@ from dicomnode.plugins.api import (
     DerivedImage,
     ImageSeries,
     OutputKind,
+    PipelineBase,
     PipelineInputError,
     PipelineInputs,
     PipelineResult,
-    PriorSpec,
     ProducedBy,
+    Provides,
     RunContext,
     Selector,
 )
@@ -135,7 +136,7 @@ def _crop_box(
 
 def _first_image(series: ImageSeries) -> tuple[Dataset, npt.NDArray[np.float32]]:
     ordered = sorted(series.datasets, key=lambda d: int(d.get("InstanceNumber", 0) or 0))
-    frames = ImageSeries(ordered[:1]).frames()
+    frames = list(series.instance_frames(ordered[0]))
     if not frames or frames[0].ndim != 2:
         raise PipelineInputError("hand_xray needs a 2D image")
     if len(series.datasets) > 1 or len(frames) > 1:
@@ -220,7 +221,7 @@ def summary_picture(analysis: Analysis) -> npt.NDArray[np.uint8]:
     )
 
 
-class HandXrayPipeline:
+class HandXrayPipeline(PipelineBase):
     """Hand radiograph preparation for bone age: limb count, L/R markers, the left hand kept (classical)."""
 
     name = "hand_xray"
@@ -231,11 +232,7 @@ class HandXrayPipeline:
     )
     selector = Selector(modalities=("DX", "CR", "OT"), body_parts=("HAND",), image_type_excludes=("LOCALIZER",))
     produces = frozenset({OutputKind.SR, OutputKind.SUMMARY})
-    requires: tuple[str, ...] = ()
-    priors: PriorSpec | None = None
-
-    def is_available(self) -> tuple[bool, str]:
-        return True, "classical image processing, no weights needed"
+    provides = (Provides("left_hand", "the kept left hand, cropped, for bone age"),)
 
     def run(self, inputs: PipelineInputs, ctx: RunContext) -> PipelineResult:
         params = _params(ctx)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dicomnode.plugins.api import Code
+from dicomnode.plugins.api import LOCAL_SCHEME, Code
 
 # Anatomy and segment descriptions.
 LUNG = Code("39607008", "SCT", "Lung structure")
@@ -23,7 +23,7 @@ ATTENUATION = Code("112031", "DCM", "Attenuation Coefficient")
 VOLUME_RATIO = Code("113288", "DCM", "Volume Ratio")
 
 # Local concepts where no standard code says exactly this (private 99 scheme, allowed by PS3.16).
-LOCAL = "99DICOMNODE"
+LOCAL = LOCAL_SCHEME
 NORMAL_LUNG_VOLUME = Code("LUNG-NORMAL-VOL", LOCAL, "Normal lung volume")
 ABNORMAL_LUNG_VOLUME = Code("LUNG-ABN-VOL", LOCAL, "Abnormal lung volume")
 LUNG_VOLUME = Code("LUNG-ROI-VOL", LOCAL, "Lung volume")

@@ -1,7 +1,7 @@
 """Synthetic chest CT phantoms with known answers: lungs, airways, vessels, table and lesions of known volume.
 
 Geometry is defined in millimetres on the (z, y, x) index grid (z increases towards the head, x towards the
-patient's left, as :func:`dicomnode.synthetic.write_ct_series` writes it), so the same phantom can be rendered
+patient's left, as :func:`dicomnode.testing.synthetic.write_ct_series` writes it), so the same phantom can be rendered
 at any resolution. Lesion truth volumes are counted on the rendered grid (lesion voxels inside the lung).
 """
 

@@ -21,17 +21,21 @@ import numpy as np
 
 from dicomnode.errors import PipelineInputError, WeightsError
 from dicomnode.plugins.api import (
+    Compute,
+    Environment,
     ImageSeries,
     OutputKind,
+    PipelineBase,
     PipelineInputs,
     PipelineResult,
     PriorSpec,
     PriorStudy,
     ProducedBy,
+    Requirements,
     RunContext,
     Selector,
     Volume,
-    verified_weights,
+    WeightsSpec,
 )
 from pipelines.lung_longitudinal import results
 from pipelines.lung_longitudinal.abnormal import AbnormalParams
@@ -64,39 +68,50 @@ def _float(params: Mapping[str, Any], key: str, default: float) -> float:
         raise PipelineInputError(f"parameter {key} must be a number, got {value!r}") from exc
 
 
-class LungLongitudinalPipeline:
+class LungLongitudinalPipeline(PipelineBase):
     name = "lung_longitudinal"
-    version = "1.0.0"
+    version = "1.1.0"
     description = "Lung CT: lung ROI, normal/abnormal lung, lesions and their change since prior studies"
     selector = CHEST_CT
     produces = frozenset({OutputKind.SR, OutputKind.SEG, OutputKind.SUMMARY})
-    requires: tuple[str, ...] = ()
     priors: PriorSpec | None = PriorSpec(selector=CHEST_CT, max_priors=2)
+    requirements = Requirements(
+        compute=Compute.GPU_OPTIONAL,
+        memory_mb=2500,
+        weights=(WeightsSpec("normal_lung", WEIGHTS_FILE, description="normal-lung segmentation network"),),
+    )
 
-    def is_available(self) -> tuple[bool, str]:
-        return True, (
-            "classical density-band path always available; the learned normal-lung network is used "
-            "when weights_file/weights_sha256 are configured and verify"
+    def is_available(self, env: Environment) -> tuple[bool, str]:
+        status = env.weights.get("normal_lung")
+        learned = "learned normal-lung network" + (
+            " verified" if status and status.ok else f": {status.reason if status else 'not declared'}"
         )
+        return True, f"classical density-band path always available; {learned}"
+
+    def setup(self, ctx: RunContext) -> Any:
+        """The normal-lung network on ``ctx.device``, loaded once per worker; None without usable weights."""
+        try:
+            path = ctx.weights_path("normal_lung")
+        except WeightsError as exc:
+            log.info("lung_longitudinal: classical path (%s)", exc)
+            return None
+        from pipelines.lung_longitudinal import model as net
+
+        return net.load(path, ctx.device)
 
     def train(self, data_dir: Path, output_dir: Path, options: Mapping[str, str]) -> Path:
         return train(data_dir, output_dir, options)
 
     # ----------------------------------------------------------------------------------------- run
     def _normal_fn(self, ctx: RunContext) -> tuple[NormalFn | None, str]:
-        sha = ctx.params.get("weights_sha256")
-        if not sha:
-            return None, "no learned weights configured (weights_sha256 unset)"
-        filename = str(ctx.params.get("weights_file", WEIGHTS_FILE))
-        try:
-            path = verified_weights(ctx, filename, str(sha))
-        except WeightsError as exc:
-            log.warning("lung_longitudinal: learned weights rejected, classical path used: %s", exc)
-            return None, f"learned weights rejected: {exc}"
+        network = ctx.state
+        if network is None:
+            status = ctx.weights.get("normal_lung")
+            return None, f"learned weights not used: {status.reason if status else 'not declared'}"
         from pipelines.lung_longitudinal import model as net
 
-        network = net.load(path, ctx.device)
-        return (lambda hu, roi: net.predict_normal(network, hu, roi, ctx.device)), f"learned weights {filename}"
+        path = ctx.weights_path("normal_lung")
+        return (lambda hu, roi: net.predict_normal(network, hu, roi, ctx.device)), f"learned weights {path.name}"
 
     def run(self, inputs: PipelineInputs, ctx: RunContext) -> PipelineResult:
         series = inputs.primary

@@ -18,6 +18,8 @@ from dicomnode.plugins.api import (
     ProducedBy,
     QualitativeFinding,
     Segment,
+    SegmentRef,
+    Volume,
     stable_uid,
 )
 from pipelines.lung_longitudinal import codes
@@ -30,7 +32,10 @@ LEFT_NORMAL, LEFT_ABNORMAL, RIGHT_NORMAL, RIGHT_ABNORMAL = 1, 2, 3, 4
 ABNORMAL_LABEL = {"left": LEFT_ABNORMAL, "right": RIGHT_ABNORMAL}
 
 
-def label_map(tp: TimePoint, series_uid: str) -> LabelMap:
+LABEL_MAP = "lungs"
+
+
+def label_map(tp: TimePoint, volume: Volume) -> LabelMap:
     array = np.zeros(tp.abnormal.shape, dtype=np.uint8)
     array[tp.roi.left] = LEFT_NORMAL
     array[tp.roi.right] = RIGHT_NORMAL
@@ -42,7 +47,7 @@ def label_map(tp: TimePoint, series_uid: str) -> LabelMap:
         Segment(RIGHT_NORMAL, "Right lung, normal", codes.ANATOMICAL_STRUCTURE, codes.RIGHT_LUNG),
         Segment(RIGHT_ABNORMAL, "Right lung, abnormal", codes.MORPHOLOGICALLY_ALTERED, codes.LESION),
     ]
-    return LabelMap(array, segments, series_uid)
+    return LabelMap.on_volume(array, segments, volume, LABEL_MAP)
 
 
 def _ml(name: Code, value: float) -> Measurement:
@@ -101,7 +106,7 @@ def lesion_group(row: dict[str, Any]) -> FindingGroup:
         finding_site=codes.LEFT_LUNG if side == "left" else codes.RIGHT_LUNG,
         measurements=measurements,
         qualitative=qualitative,
-        segment_label=None if row.get("status") == "resolved" else ABNORMAL_LABEL[side],
+        segment=None if row.get("status") == "resolved" else SegmentRef(LABEL_MAP, ABNORMAL_LABEL[side]),
     )
 
 
@@ -146,7 +151,7 @@ def build(
     return PipelineResult(
         produced_by=produced_by,
         groups=groups,
-        label_map=label_map(tp, series.series_instance_uid),
+        label_maps=[label_map(tp, series.volume())],
         summary_image=image,
         summary_title="Lung quantification and change",
         text=_text(details),

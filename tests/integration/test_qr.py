@@ -11,7 +11,7 @@ import pytest
 from dicomnode.qr import find_studies, get_study, move_study
 from dicomnode.scp import ScpSettings, StorageSCP
 from dicomnode.store import InstanceStore
-from dicomnode.synthetic import StudyInfo, write_ct_series, write_radiograph
+from dicomnode.testing.synthetic import StudyInfo, write_ct_series, write_radiograph
 from tests.integration.test_scp import RecordingSink
 from tests.support.orthanc import Orthanc
 

@@ -18,7 +18,7 @@ from dicomnode.dispatch import Destination, Outcome, StoreSCU
 from dicomnode.errors import StoreFullError
 from dicomnode.scp import ReceivedInstance, ScpSettings, StorageSCP, status
 from dicomnode.store import InstanceStore
-from dicomnode.synthetic import write_ct_series
+from dicomnode.testing.synthetic import write_ct_series
 from tests.support.orthanc import dcmtk
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ import pytest
 from dicomnode.dispatch import Destination, Outcome, StoreSCU
 from dicomnode.scp import ScpSettings, StorageSCP
 from dicomnode.store import InstanceStore
-from dicomnode.synthetic import StudyInfo, write_ct_series, write_radiograph
+from dicomnode.testing.synthetic import StudyInfo, write_ct_series, write_radiograph
 from tests.integration.test_scp import CONFORMANCE, RecordingSink
 from tests.support.orthanc import Orthanc, dcmtk, free_port, wait_for_port
 

@@ -17,7 +17,7 @@ from dicomnode.cli import main
 from dicomnode.config import Settings
 from dicomnode.db.models import Job, JobKind, JobState
 from dicomnode.node import Node
-from dicomnode.synthetic import write_radiograph
+from dicomnode.testing.synthetic import write_radiograph
 from pipelines.hand_xray.phantoms import MarkerSpec, PhantomSpec, make_phantom
 from tests.conftest import require_tool
 from tests.support.net import storescu, wait_for

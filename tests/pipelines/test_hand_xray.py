@@ -1,4 +1,4 @@
-"""hand_xray on phantoms with known answers (written as DX with dicomnode.synthetic, read back), PNG import,
+"""hand_xray on phantoms with known answers (written as DX with dicomnode.testing.synthetic, read back), PNG import,
 the accuracy over generated cases, and the real Fuji CR with a lead "R" from the shared data."""
 
 from __future__ import annotations
@@ -12,7 +12,15 @@ import pydicom
 import pytest
 
 from dicomnode.importing import load_input_folder, wrap_image_as_secondary_capture
-from dicomnode.plugins.api import ImageSeries, OutputKind, Pipeline, PipelineInputs, PipelineResult, RunContext
+from dicomnode.plugins.api import (
+    Environment,
+    ImageSeries,
+    OutputKind,
+    Pipeline,
+    PipelineInputs,
+    PipelineResult,
+    RunContext,
+)
 from pipelines.hand_xray.accuracy import box_iou, evaluate, run_on_phantom
 from pipelines.hand_xray.phantoms import FONTS, MarkerSpec, Phantom, PhantomSpec, make_phantom
 from pipelines.hand_xray.pipeline import HandXrayPipeline
@@ -45,7 +53,7 @@ def _kept_left_iou(phantom: Phantom, result: PipelineResult) -> float:
 def test_pipeline_honours_the_contract() -> None:
     pipeline = HandXrayPipeline()
     assert isinstance(pipeline, Pipeline)
-    assert pipeline.is_available()[0]
+    assert pipeline.is_available(Environment())[0]
     assert pipeline.produces == frozenset({OutputKind.SR, OutputKind.SUMMARY})
     assert "HAND" in pipeline.selector.body_parts
 
@@ -160,7 +168,7 @@ def test_png_import_round_trip(tmp_path: Path) -> None:
     assert np.array_equal(back.pixel_array, grey)
     out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
     assert "Error" not in out.stdout + out.stderr
-    assert len(load_input_folder(folder)) == 1
+    assert len(load_input_folder(folder)) == 1  # (path, header) per picture
     result = HandXrayPipeline().run(PipelineInputs(series=[ImageSeries([back], [path])]), RunContext())
     assert result.details["selected_side"] == "L"
     assert _kept_left_iou(phantom, result) > 0.6

@@ -10,8 +10,11 @@ import numpy as np
 import pydicom
 import pytest
 
+from dicomnode.config import Settings
 from dicomnode.plugins.api import ImageSeries, PipelineInputs, ProducedBy, RunContext
-from dicomnode.synthetic import write_ct_series
+from dicomnode.plugins.registry import Registry
+from dicomnode.runner.host import PipelineHost
+from dicomnode.testing.synthetic import write_ct_series
 from pipelines.lung_longitudinal.normal import BANDS, normal_by_band
 from pipelines.lung_longitudinal.phantoms import LesionSpec, make_chest_phantom
 from pipelines.lung_longitudinal.pipeline import LungLongitudinalPipeline
@@ -75,9 +78,18 @@ def _series(tmp_path) -> ImageSeries:
     return ImageSeries([pydicom.dcmread(p) for p in paths], paths)
 
 
+def _context(params: dict, weights_dir) -> RunContext:
+    """The run context the node builds: weights verified by the host, the network loaded by setup."""
+    settings = Settings.model_validate(
+        {"pipelines": {"weights_dir": str(weights_dir), "params": {"lung_longitudinal": params}}}
+    )
+    return PipelineHost(settings, Registry()).context(LungLongitudinalPipeline(), work_dir=None)
+
+
 def test_verified_weights_give_learned_path(trained, tmp_path):
     path, log = trained
-    ctx = RunContext(params={"weights_sha256": log["sha256"]}, weights_dir=path.parent)
+    ctx = _context({"normal_lung_sha256": log["sha256"], "normal_lung_file": path.name}, path.parent)
+    assert ctx.state is not None  # setup loaded the network
     result = LungLongitudinalPipeline().run(PipelineInputs([_series(tmp_path)]), ctx)
     assert result.produced_by is ProducedBy.LEARNED
     assert result.details["produced_by"] == "learned"
@@ -86,7 +98,8 @@ def test_verified_weights_give_learned_path(trained, tmp_path):
 
 def test_wrong_checksum_falls_back_to_classical(trained, tmp_path):
     path, _ = trained
-    ctx = RunContext(params={"weights_sha256": "0" * 64}, weights_dir=path.parent)
+    ctx = _context({"normal_lung_sha256": "0" * 64, "normal_lung_file": path.name}, path.parent)
+    assert ctx.state is None
     result = LungLongitudinalPipeline().run(PipelineInputs([_series(tmp_path)]), ctx)
     assert result.produced_by is ProducedBy.CLASSICAL
-    assert "rejected" in result.details["path_reason"]
+    assert "has sha256" in result.details["path_reason"]

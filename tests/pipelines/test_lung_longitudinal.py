@@ -15,6 +15,7 @@ import pydicom
 import pytest
 
 from dicomnode.plugins.api import (
+    Environment,
     ImageSeries,
     OutputKind,
     Pipeline,
@@ -25,7 +26,7 @@ from dicomnode.plugins.api import (
     RunContext,
     stable_uid,
 )
-from dicomnode.synthetic import StudyInfo, write_ct_series
+from dicomnode.testing.synthetic import StudyInfo, write_ct_series
 from pipelines.lung_longitudinal.phantoms import ChestPhantom, longitudinal_pair, make_chest_phantom
 from pipelines.lung_longitudinal.pipeline import LungLongitudinalPipeline
 from pipelines.lung_longitudinal.results import LEFT_ABNORMAL, LEFT_NORMAL, RIGHT_ABNORMAL, RIGHT_NORMAL
@@ -86,7 +87,7 @@ def test_contract_and_routing():
     assert pipeline.selector.body_parts == ("CHEST",)
     assert "LOCALIZER" in pipeline.selector.image_type_excludes
     assert pipeline.priors is not None and pipeline.priors.selector.body_parts == ("CHEST",)
-    ok, reason = pipeline.is_available()
+    ok, reason = pipeline.is_available(Environment())
     assert ok and "classical" in reason
 
 
@@ -97,9 +98,10 @@ def test_lung_volume_and_label_map(single):
     assert volume["roi_ml"] == pytest.approx(truth_ml, rel=0.03)
     assert volume["left_ml"] == pytest.approx(phantom.left_lung.sum() * phantom.voxel_ml, rel=0.03)
     assert volume["right_ml"] == pytest.approx(phantom.right_lung.sum() * phantom.voxel_ml, rel=0.03)
-    labels = result.label_map.array
+    labels = result.label_maps[0].array
     assert labels.shape == series.volume().array.shape
-    assert {s.label for s in result.label_map.segments} == {LEFT_NORMAL, LEFT_ABNORMAL, RIGHT_NORMAL, RIGHT_ABNORMAL}
+    labels_found = {s.label for s in result.label_maps[0].segments}
+    assert labels_found == {LEFT_NORMAL, LEFT_ABNORMAL, RIGHT_NORMAL, RIGHT_ABNORMAL}
     left = np.isin(labels, [LEFT_NORMAL, LEFT_ABNORMAL])
     dice = 2 * (left & phantom.left_lung).sum() / (left.sum() + phantom.left_lung.sum())
     assert dice > 0.97
@@ -130,7 +132,7 @@ def test_lesion_volumes_and_pleural_consolidation(single):
 
 def test_vessels_are_not_abnormal(single):
     phantom, _, result = single
-    abnormal = np.isin(result.label_map.array, [LEFT_ABNORMAL, RIGHT_ABNORMAL])
+    abnormal = np.isin(result.label_maps[0].array, [LEFT_ABNORMAL, RIGHT_ABNORMAL])
     from scipy import ndimage as ndi
 
     near_lesions = ndi.binary_dilation(np.any(list(phantom.lesion_masks.values()), axis=0), iterations=3)
@@ -143,7 +145,7 @@ def test_findings_and_summary(single):
     _, _, result = single
     lesion_groups = [g for g in result.groups if g.tracking_id.startswith("Lesion")]
     assert len(lesion_groups) == 3
-    assert all(g.segment_label in (LEFT_ABNORMAL, RIGHT_ABNORMAL) for g in lesion_groups)
+    assert all(g.segment and g.segment.label in (LEFT_ABNORMAL, RIGHT_ABNORMAL) for g in lesion_groups)
     units = {m.unit.value for g in result.groups for m in g.measurements}
     assert {"mL", "%", "mm", "[hnsf'U]"} <= units
     assert result.details["marking"]["type"] == 3  # three small lesions: mark the abnormal regions

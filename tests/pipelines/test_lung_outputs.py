@@ -16,7 +16,7 @@ from dicomnode.cli import main
 from dicomnode.config import Settings
 from dicomnode.db.models import Job, JobKind, JobState
 from dicomnode.node import Node
-from dicomnode.synthetic import StudyInfo, write_ct_series
+from dicomnode.testing.synthetic import StudyInfo, write_ct_series
 from pipelines.lung_longitudinal.phantoms import longitudinal_pair
 from tests.conftest import require_tool
 from tests.support.net import storescu, wait_for

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dicomnode.synthetic import StudyInfo, write_ct_series
+from dicomnode.testing.synthetic import StudyInfo, write_ct_series
 
 SPACING = (2.0, 1.0, 1.0)
 

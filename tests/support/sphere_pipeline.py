@@ -15,11 +15,13 @@ from dicomnode.plugins.api import (
     LabelMap,
     Measurement,
     OutputKind,
+    PipelineBase,
     PipelineInputs,
     PipelineResult,
     ProducedBy,
     RunContext,
     Segment,
+    SegmentRef,
     Selector,
     stable_uid,
 )
@@ -32,17 +34,12 @@ ML = Code("mL", "UCUM", "milliliter")
 HU = Code("[hnsf'U]", "UCUM", "Hounsfield unit")
 
 
-class SpherePipeline:
+class SpherePipeline(PipelineBase):
     name = "test_spheres"
     version = "0.1.0"
     description = "Test-only: dense spheres in a synthetic CT, with their volumes"
     selector = Selector(modalities=("CT",), min_instances=3)
     produces = frozenset({OutputKind.SR, OutputKind.SEG, OutputKind.SUMMARY})
-    requires: tuple[str, ...] = ()
-    priors = None
-
-    def is_available(self) -> tuple[bool, str]:
-        return True, "classical threshold, no weights needed"
 
     def run(self, inputs: PipelineInputs, ctx: RunContext) -> PipelineResult:
         # A test hook: a slow pipeline lets the crash-recovery test kill the node while the job runs.
@@ -65,14 +62,14 @@ class SpherePipeline:
                         Measurement(VOLUME, float(mask.sum() * volume.voxel_volume_ml), ML),
                         Measurement(MEAN_HU, float(volume.array[mask].mean()), HU),
                     ],
-                    segment_label=index,
+                    segment=SegmentRef("spheres", index),
                 )
             )
-        label_map = LabelMap(labels.astype(np.uint8), segments, inputs.primary.series_instance_uid)
+        label_map = LabelMap.on_volume(labels.astype(np.uint8), segments, volume, "spheres")
         return PipelineResult(
             produced_by=ProducedBy.CLASSICAL,
             groups=groups,
-            label_map=label_map if segments else None,
+            label_maps=[label_map] if segments else [],
             text=f"{len(segments)} spheres above {threshold:g} HU",
             details={"count": len(segments), "threshold_hu": threshold},
         )

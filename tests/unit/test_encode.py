@@ -14,11 +14,12 @@ import pydicom
 import pytest
 
 from dicomnode.encode import EncodedObject, encode_result
-from dicomnode.encode.ordering import slice_sources
 from dicomnode.errors import EncodeError
+from dicomnode.imaging import load_volume
 from dicomnode.plugins.api import (
     Code,
     FindingGroup,
+    FrameSource,
     ImageRegion,
     LabelMap,
     Measurement,
@@ -27,10 +28,11 @@ from dicomnode.plugins.api import (
     ProducedBy,
     QualitativeFinding,
     Segment,
+    SegmentRef,
+    local_code,
     stable_uid,
 )
-from dicomnode.runner.volume import load_volume
-from dicomnode.synthetic import StudyInfo, write_ct_series, write_radiograph
+from dicomnode.testing.synthetic import StudyInfo, write_ct_series, write_radiograph
 
 NODULE = Code("27925004", "SCT", "Nodule")
 ABNORMAL = Code("49755003", "SCT", "Morphologically abnormal structure")
@@ -40,7 +42,7 @@ VOLUME = Code("118565006", "SCT", "Volume")
 LENGTH = Code("410668003", "SCT", "Length")
 ML = Code("mL", "UCUM", "milliliter")
 MM = Code("mm", "UCUM", "millimeter")
-SOLID = QualitativeFinding(Code("112", "99TEST", "Composition"), Code("solid", "99TEST", "Solid"))
+SOLID = QualitativeFinding(local_code("composition", "Composition"), local_code("solid", "Solid"))
 # A square on slice 5 around sphere 2, (column, row) points, closed.
 SQUARE = ((38.0, 34.0), (50.0, 34.0), (50.0, 46.0), (38.0, 46.0), (38.0, 34.0))
 
@@ -81,7 +83,7 @@ def _ct_result(datasets: list[pydicom.Dataset], labels: np.ndarray, region_uid: 
             laterality=RIGHT,
             measurements=[Measurement(VOLUME, float((labels == 1).sum() * voxel_ml), ML)],
             qualitative=[SOLID],
-            segment_label=1,
+            segment=SegmentRef("nodules", 1),
         ),
         FindingGroup(
             "nodule B",
@@ -91,8 +93,8 @@ def _ct_result(datasets: list[pydicom.Dataset], labels: np.ndarray, region_uid: 
             regions=[ImageRegion(region_uid, "POLYLINE", SQUARE)],
         ),
     ]
-    label_map = LabelMap(labels, segments, str(datasets[0].SeriesInstanceUID))
-    return PipelineResult(ProducedBy.CLASSICAL, groups=groups, label_map=label_map, text="Two nodules found.")
+    label_map = LabelMap.on_volume(labels, segments, load_volume(datasets), "nodules")
+    return PipelineResult(ProducedBy.CLASSICAL, groups=groups, label_maps=[label_map], text="Two nodules found.")
 
 
 @pytest.fixture(scope="module")
@@ -156,13 +158,6 @@ def test_objects_go_into_the_source_study_in_new_series(ct_case: CtCase) -> None
         series.add((ds.SeriesInstanceUID, int(ds.SeriesNumber)))
     assert len({uid for uid, _ in series}) == 3
     assert {number for _, number in series} == {9000, 9001, 9002}
-
-
-def test_slice_order_matches_load_volume(ct_case: CtCase) -> None:
-    shuffled = list(ct_case.datasets)
-    random.Random(3).shuffle(shuffled)
-    expected = load_volume(shuffled).sop_instance_uids
-    assert [str(s.dataset.SOPInstanceUID) for s in slice_sources(shuffled)] == expected
 
 
 # ------------------------------------------------------------------------------------------- SEG
@@ -268,9 +263,13 @@ def test_sr_records_path_and_text(ct_case: CtCase) -> None:
         i for i in ds.ContentSequence if i.ConceptNameCodeSequence[0].CodeMeaning == "Qualitative Evaluations"
     )
     texts = [i.TextValue for i in evaluations.ContentSequence if i.ValueType == "TEXT"]
-    codes = [i.ConceptCodeSequence[0].CodeValue for i in evaluations.ContentSequence if i.ValueType == "CODE"]
+    coded = {
+        i.ConceptNameCodeSequence[0].CodeValue: i.ConceptCodeSequence[0].CodeValue
+        for i in evaluations.ContentSequence
+        if i.ValueType == "CODE"
+    }
     assert "Two nodules found." in texts
-    assert codes == ["classical"]
+    assert coded == {"assessment": "assessed", "produced-by": "classical"}
 
 
 @pytest.mark.skipif(shutil.which("dsr2html") is None, reason="dcmtk not installed")
@@ -368,10 +367,10 @@ def test_radiograph_gets_seg_and_planar_sr(tmp_path: Path) -> None:
     bone = (y - 50) ** 2 / 400 + (x - 30) ** 2 / 100 <= 1
     pixels = np.where(bone, 3000, 800).astype(np.uint16)
     ds = pydicom.dcmread(write_radiograph(pixels, tmp_path / "dx.dcm"))
-    labels = bone.astype(np.uint8)[np.newaxis]
+    source = FrameSource(str(ds.SOPInstanceUID), 1, str(ds.SeriesInstanceUID))
     result = PipelineResult(
         ProducedBy.LEARNED,
-        label_map=LabelMap(labels, [Segment(1, "bone", ABNORMAL, NODULE)], str(ds.SeriesInstanceUID)),
+        label_maps=[LabelMap.on_image(bone.astype(np.uint8), [Segment(1, "bone", ABNORMAL, NODULE)], source)],
         groups=[
             FindingGroup(
                 "bone 1",
@@ -399,7 +398,9 @@ def test_radiograph_gets_seg_and_planar_sr(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------- refusals
 def test_label_map_on_another_grid_is_refused(ct_case: CtCase, tmp_path: Path) -> None:
-    result = _ct_result(ct_case.datasets, ct_case.label_map[:4], str(ct_case.datasets[5].SOPInstanceUID))
+    sources = load_volume(ct_case.datasets).sources
+    small = LabelMap(ct_case.label_map[:, :32, :32], [Segment(1, "a", ABNORMAL, NODULE)], sources, "nodules")
+    result = PipelineResult(ProducedBy.CLASSICAL, label_maps=[small])
     with pytest.raises(EncodeError, match="shape"):
         encode_result(result, ct_case.datasets, pipeline_name="t", pipeline_version="1", out_dir=tmp_path)
 
@@ -434,7 +435,7 @@ def test_segment_with_regions_keeps_both_and_empty_segment_names_its_series(tmp_
         stable_uid("n"),
         NODULE,
         measurements=[Measurement(VOLUME, 0.0, ML)],
-        segment_label=1,
+        segment=SegmentRef("n", 1),
         regions=[
             ImageRegion(str(datasets[1].SOPInstanceUID), "MULTIPOINT", ((1.0, 1.0), (5.0, 5.0))),
             ImageRegion(str(datasets[2].SOPInstanceUID), "CIRCLE", ((10.0, 10.0), (12.0, 10.0))),
@@ -443,7 +444,7 @@ def test_segment_with_regions_keeps_both_and_empty_segment_names_its_series(tmp_
     result = PipelineResult(
         ProducedBy.CLASSICAL,
         groups=[group],
-        label_map=LabelMap(labels, [Segment(1, "n", ABNORMAL, NODULE)], str(datasets[0].SeriesInstanceUID)),
+        label_maps=[LabelMap.on_volume(labels, [Segment(1, "n", ABNORMAL, NODULE)], load_volume(datasets), "n")],
     )
     objects = {
         o.kind: o for o in encode_result(result, datasets, pipeline_name="t", pipeline_version="1", out_dir=tmp_path)

@@ -1,10 +1,24 @@
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import pytest
 
+from dicomnode.config import Settings
 from dicomnode.errors import PluginError
-from dicomnode.plugins.api import OutputKind, Pipeline, Selector
+from dicomnode.plugins.api import (
+    Compute,
+    Consumes,
+    OutputKind,
+    Pipeline,
+    Provides,
+    Requirements,
+    Selector,
+    WeightsSpec,
+)
 from dicomnode.plugins.registry import Registry, load_reference, validate_pipeline
+from dicomnode.runner.host import build_registry
 from tests.support.sphere_pipeline import SpherePipeline
 
 
@@ -22,7 +36,7 @@ def test_validation_names_every_broken_attribute() -> None:
     with pytest.raises(PluginError) as err:
         validate_pipeline(_Broken(), "test")
     message = str(err.value)
-    for attribute in ("name", "version", "selector", "produces", "requires", "run()", "is_available()"):
+    for attribute in ("name", "version", "selector", "produces", "requires", "requirements", "run()", "setup()"):
         assert attribute in message
 
 
@@ -44,19 +58,117 @@ def test_discovery_lists_broken_plugins_without_failing() -> None:
     assert set(registry.active()) == {"test_spheres"}
 
 
-def test_disabled_and_missing_requirements_are_not_active() -> None:
-    class Chained(SpherePipeline):
-        name = "chained"
-        requires = ("not_installed",)
+def _registry(*pipelines: Pipeline, disabled: tuple[str, ...] = ()) -> Registry:
+    registry = Registry()
+    for pipeline in pipelines:
+        registry.add(pipeline, "test")
+    for name in disabled:
+        registry.entries[name].enabled = False
+    registry.check_chains()
+    return registry
 
-    registry = Registry.discover(
-        use_entry_points=False, extra=["tests.support.sphere_pipeline:SpherePipeline"], disabled=["test_spheres"]
-    )
-    registry.add(Chained())
-    registry._check_requirements()
-    assert registry.entries["test_spheres"].enabled is False
-    assert "not_installed" in registry.entries["chained"].reason
+
+class _Upstream(SpherePipeline):
+    name = "upstream"
+    provides = (Provides("mask", "a mask"),)
+
+
+class _Downstream(SpherePipeline):
+    name = "downstream"
+    consumes = (Consumes("upstream", "mask"),)
+
+
+def test_a_chain_to_an_installed_provider_is_available_and_ordered() -> None:
+    registry = _registry(_Upstream(), _Downstream())
+    assert registry.entries["downstream"].available, registry.entries["downstream"].reason
+    assert registry.upstream_order("downstream") == ["upstream"]
+
+
+def test_a_chain_to_a_missing_or_wrong_provider_is_unavailable_with_the_reason() -> None:
+    class Orphan(SpherePipeline):
+        name = "orphan"
+        consumes = (Consumes("not_installed", "mask"),)
+
+    class WrongName(SpherePipeline):
+        name = "wrong_name"
+        consumes = (Consumes("upstream", "left_hand"),)
+
+    registry = _registry(_Upstream(), Orphan(), WrongName())
+    assert "not_installed, which is not installed" in registry.entries["orphan"].reason
+    assert "which provides ['mask']" in registry.entries["wrong_name"].reason
+    assert set(registry.active()) == {"upstream"}
+
+
+def test_a_chain_cycle_is_detected_at_load() -> None:
+    class A(SpherePipeline):
+        name = "a_step"
+        provides = (Provides("x"),)
+        consumes = (Consumes("b_step", "y"),)
+
+    class B(SpherePipeline):
+        name = "b_step"
+        provides = (Provides("y"),)
+        consumes = (Consumes("a_step", "x"),)
+
+    registry = _registry(A(), B())
+    for name in ("a_step", "b_step"):
+        assert not registry.entries[name].available
+        assert "chain cycle" in registry.entries[name].reason
+
+
+def test_a_disabled_upstream_makes_its_consumers_unavailable() -> None:
+    registry = _registry(_Upstream(), _Downstream(), disabled=("upstream",))
+    assert registry.entries["upstream"].enabled is False
+    assert registry.entries["downstream"].reason == "upstream upstream is disabled"
     assert registry.active() == {}
+
+
+def test_required_weights_missing_make_the_pipeline_unavailable_with_the_reason(tmp_path: Path) -> None:
+    settings = Settings.model_validate(
+        {
+            "pipelines": {
+                "extra": ["tests.unit.test_registry:_LearnedOnly"],
+                "weights_dir": str(tmp_path),
+                "params": {"learned_only": {"net_sha256": "0" * 64}},
+            }
+        }
+    )
+    registry = build_registry(settings)
+    entry = registry.entries["learned_only"]
+    assert not entry.available
+    assert "weights required" in entry.reason and "net.pt not found" in entry.reason
+    (tmp_path / "net.pt").write_bytes(b"weights")
+    entry = build_registry(settings).entries["learned_only"]
+    assert not entry.available and "has sha256" in entry.reason and "expected 000" in entry.reason
+    ok = Settings.model_validate(
+        {
+            "pipelines": {
+                "extra": ["tests.unit.test_registry:_LearnedOnly"],
+                "weights_dir": str(tmp_path),
+                "params": {"learned_only": {"net_sha256": hashlib.sha256(b"weights").hexdigest()}},
+            }
+        }
+    )
+    assert build_registry(ok).entries["learned_only"].available
+
+
+def test_a_gpu_only_pipeline_is_unavailable_on_a_host_without_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dicomnode.runner.host as host
+
+    monkeypatch.setattr(host, "gpu_available", lambda: False)
+    settings = Settings.model_validate({"pipelines": {"extra": ["tests.unit.test_registry:_GpuOnly"]}})
+    entry = build_registry(settings).entries["gpu_only"]
+    assert not entry.available and entry.reason == "needs a GPU; this host has none"
+
+
+class _LearnedOnly(SpherePipeline):
+    name = "learned_only"
+    requirements = Requirements(weights=(WeightsSpec("net", "net.pt"),), weights_required=True)
+
+
+class _GpuOnly(SpherePipeline):
+    name = "gpu_only"
+    requirements = Requirements(compute=Compute.GPU_REQUIRED)
 
 
 def test_entry_points_register_the_shipped_pipelines() -> None:

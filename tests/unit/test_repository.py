@@ -139,7 +139,7 @@ def test_concurrent_claims_never_hand_out_a_job_twice(db: Database) -> None:
     def worker(name: str) -> None:
         while True:
             with db.session() as s:
-                job = repo.claim_job(s, owner=name, lease_seconds=60, is_postgres=db.is_postgres)
+                job = repo.claim_job(s, owner=name, lease_seconds=60, is_postgres=db.is_postgres, pipelines=["p"])
                 if job is None:
                     return
                 with lock:
@@ -156,12 +156,12 @@ def test_concurrent_claims_never_hand_out_a_job_twice(db: Database) -> None:
 def test_expired_lease_is_claimed_again_and_attempts_are_bounded(db: Database) -> None:
     job_id = _enqueue(db, "lease")
     with db.session() as s:
-        assert repo.claim_job(s, owner="dead", lease_seconds=5, is_postgres=db.is_postgres) is not None
+        assert repo.claim_job(s, owner="dead", lease_seconds=5, is_postgres=db.is_postgres, pipelines=["p"]) is not None
     with db.session() as s:
-        assert repo.claim_job(s, owner="alive", lease_seconds=5, is_postgres=db.is_postgres) is None
+        assert repo.claim_job(s, owner="alive", lease_seconds=5, is_postgres=db.is_postgres, pipelines=["p"]) is None
     later = utcnow() + dt.timedelta(seconds=6)
     with db.session() as s:
-        job = repo.claim_job(s, owner="alive", lease_seconds=5, is_postgres=db.is_postgres, now=later)
+        job = repo.claim_job(s, owner="alive", lease_seconds=5, is_postgres=db.is_postgres, pipelines=["p"], now=later)
         assert job is not None and job.id == job_id and job.attempts == 2 and job.lease_owner == "alive"
         repo.fail_attempt(s, job, "boom", retry_base_seconds=1, retryable=True)
         assert job.state is JobState.FAILED  # max_attempts = 2 reached
@@ -171,12 +171,12 @@ def test_expired_lease_is_claimed_again_and_attempts_are_bounded(db: Database) -
 def test_retryable_failure_is_rescheduled_with_backoff(db: Database) -> None:
     _enqueue(db, "retry")
     with db.session() as s:
-        job = repo.claim_job(s, owner="w", lease_seconds=5, is_postgres=db.is_postgres)
+        job = repo.claim_job(s, owner="w", lease_seconds=5, is_postgres=db.is_postgres, pipelines=["p"])
         assert job is not None
         repo.fail_attempt(s, job, "temporary", retry_base_seconds=30, retryable=True)
         assert job.state is JobState.PENDING and job.run_after > utcnow() + dt.timedelta(seconds=25)
     with db.session() as s:
-        assert repo.claim_job(s, owner="w", lease_seconds=5, is_postgres=db.is_postgres) is None
+        assert repo.claim_job(s, owner="w", lease_seconds=5, is_postgres=db.is_postgres, pipelines=["p"]) is None
 
 
 def test_job_is_done_only_when_every_delivery_is_accepted(db: Database) -> None:

@@ -20,6 +20,7 @@ from dicomnode.errors import ConfigError, ValidationError
 from dicomnode.plugins.api import (
     OutputKind,
     Pipeline,
+    PipelineBase,
     PipelineInputs,
     PipelineResult,
     PriorSpec,
@@ -32,14 +33,14 @@ from dicomnode.routing.facts import SeriesFacts
 from dicomnode.routing.router import decide
 from dicomnode.routing.rules import Rule, load_rules, match_rule
 from dicomnode.routing.selectors import match_selector
-from dicomnode.synthetic import StudyInfo, write_ct_series, write_radiograph
+from dicomnode.testing.synthetic import StudyInfo, write_ct_series, write_radiograph
 
 TOTALSEG_DICOM = Path("/work/shared/data/ct/totalseg/example_ct_dicom")
 
 
 # --------------------------------------------------------------------------------------------- fakes
 @dataclass
-class FakePipeline:
+class FakePipeline(PipelineBase):
     """Pure-logic stand-in with the Pipeline protocol's attributes (routing never calls run)."""
 
     name: str
@@ -47,11 +48,7 @@ class FakePipeline:
     version: str = "1.0"
     description: str = "test pipeline"
     produces: frozenset[OutputKind] = frozenset({OutputKind.SR})
-    requires: tuple[str, ...] = ()
     priors: PriorSpec | None = None
-
-    def is_available(self) -> tuple[bool, str]:
-        return True, ""
 
     def run(self, inputs: PipelineInputs, ctx: RunContext) -> PipelineResult:
         raise NotImplementedError("routing tests never run a pipeline")
@@ -88,6 +85,8 @@ def _facts(**overrides: Any) -> SeriesFacts:
         called_ae="DICOMNODE",
         instance_count=120,
         slice_thickness_mm=1.0,
+        frame_count=120,
+        time_points=1,
         series_instance_uid="1.2.3.4",
         study_instance_uid="1.2.3",
     )

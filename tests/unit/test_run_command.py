@@ -35,7 +35,7 @@ def test_run_writes_outputs_and_result_json(tmp_path: Path) -> None:
     (tmp_path / "ct" / "notes.txt").write_text("not DICOM: skipped with a warning")
     assert _run(tmp_path) == 0
     doc = json.loads((tmp_path / "out" / "result.json").read_text())
-    assert doc["schema"] == "dicomnode.result/1"
+    assert doc["schema"] == "dicomnode.result/2"
     assert doc["pipeline"] == {"name": "test_spheres", "version": "0.1.0"}
     assert doc["produced_by"] == "classical"
     assert doc["source"]["study_instance_uid"] == info.study_instance_uid

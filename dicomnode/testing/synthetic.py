@@ -43,7 +43,7 @@ class StudyInfo:
     frame_of_reference_uid: str = field(default_factory=generate_uid)
 
 
-def _base_dataset(sop_class_uid: UID, info: StudyInfo, modality: str) -> Dataset:
+def base_dataset(sop_class_uid: UID, info: StudyInfo, modality: str) -> Dataset:
     ds = Dataset()
     sop_instance_uid = generate_uid()
     meta = FileMetaDataset()
@@ -98,7 +98,7 @@ def write_ct_series(
     pixels = np.clip(np.rint(hu), -32768, 32767).astype(np.int16)
     paths: list[Path] = []
     for k in range(pixels.shape[0]):
-        ds = _base_dataset(CTImageStorage, info, "CT")
+        ds = base_dataset(CTImageStorage, info, "CT")
         ds.SeriesInstanceUID = series_uid
         ds.SeriesNumber = series_number
         ds.SeriesDescription = series_description
@@ -156,7 +156,7 @@ def write_radiograph(
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise ValidationError(f"photometric must be MONOCHROME1 or MONOCHROME2, got {photometric}")
     info = info or StudyInfo()
-    ds = _base_dataset(DigitalXRayImageStorageForPresentation, info, "DX")
+    ds = base_dataset(DigitalXRayImageStorageForPresentation, info, "DX")
     ds.SeriesInstanceUID = generate_uid()
     ds.SeriesNumber = 1
     ds.SeriesDescription = series_description

@@ -1,0 +1,260 @@
+"""TID 1500 measurement groups of a result's findings.
+
+One finding becomes one group per kind of evidence: volumetric (TID 1411) for a SEG segment or a 3D volume
+surface (box, ellipsoid, point), planar (TID 1410) for one image region or one planar 3D region, and a plain
+TID 1501 group when it has no image evidence. The first group of a finding carries its values; further
+groups (same tracking identity) only its evidence. A per-frame measurement references its source frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import highdicom as hd
+import numpy as np
+from pydicom import Dataset
+
+from dicomnode.encode import codes
+from dicomnode.encode.seg import EncodedSeg, SeriesInfo
+from dicomnode.encode.sources import SourceIndex
+from dicomnode.errors import EncodeError
+from dicomnode.imaging.headers import number_of_frames
+from dicomnode.plugins.api import (
+    FindingGroup,
+    FrameSource,
+    ImageRegion,
+    Measurement,
+    ModelInfo,
+    NotAssessable,
+    PipelineResult,
+    ProducedBy,
+    Region3D,
+    stable_uid,
+)
+
+__all__ = ["MAX_SEGMENT_SOURCE_IMAGES", "GroupTemplate", "measurement_groups"]
+
+# A segment on more frames than this references its source series instead of each image: listing every
+# image costs one Image Library entry (~25 ms) and one content item each, and the SEG has the references.
+MAX_SEGMENT_SOURCE_IMAGES = 32
+
+GroupTemplate = (
+    hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+    | hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
+    | hd.sr.MeasurementsAndQualitativeEvaluations
+)
+_PLANAR_3D = frozenset({"POLYLINE", "POLYGON", "ELLIPSE"})
+
+
+@dataclass
+class GroupContext:
+    """What every group needs: the result, the sources, the SEGs, the series being written."""
+
+    result: PipelineResult
+    index: SourceIndex
+    segs: Sequence[EncodedSeg]
+    info: SeriesInfo
+
+    def model(self, name: str | None) -> ModelInfo | None:
+        return next((m for m in self.result.models if m.name == name), None) if name else None
+
+
+def _frame_numbers(ds: Dataset, frame_number: int | None) -> list[int] | None:
+    """Referenced frame numbers only for multi-frame images (single-frame references must not carry them)."""
+    return [frame_number or 1] if number_of_frames(ds) > 1 else None
+
+
+def _source_for_measurement(source: FrameSource, index: SourceIndex) -> hd.sr.SourceImageForMeasurement:
+    ds = index.frame(source)
+    index.mark(source.sop_instance_uid)
+    return hd.sr.SourceImageForMeasurement.from_source_image(ds, _frame_numbers(ds, source.frame_number))
+
+
+def _measurement(m: Measurement, group_path: ProducedBy, ctx: GroupContext) -> hd.sr.Measurement:
+    algorithm = None
+    if m.produced_by is not None and m.produced_by is not group_path:
+        # A value computed on another path than its group's (a classical score of learned grades) says so.
+        algorithm = codes.algorithm_identification(ctx.info.pipeline_name, ctx.info.pipeline_version, m.produced_by)
+    return hd.sr.Measurement(
+        name=codes.coded(m.name),
+        value=float(m.value),
+        unit=codes.coded(m.unit),
+        derivation=codes.coded(m.derivation) if m.derivation else None,
+        method=codes.coded(m.method) if m.method else None,
+        algorithm_id=algorithm,
+        referenced_images=[_source_for_measurement(m.source, ctx.index)] if m.source else None,
+    )
+
+
+def _values(group: FindingGroup, ctx: GroupContext) -> dict[str, Any]:
+    path = group.produced_by or ctx.result.produced_by
+    qualitative = [hd.sr.QualitativeEvaluation(codes.coded(q.name), codes.coded(q.value)) for q in group.qualitative]
+    qualitative.append(hd.sr.QualitativeEvaluation(codes.PRODUCED_BY, codes.produced_by_value(path)))
+    measurements = [_measurement(m, path, ctx) for m in group.measurements]
+    if group.confidence is not None:
+        measurements.append(hd.sr.Measurement(codes.CERTAINTY, round(100.0 * group.confidence, 3), codes.PERCENT))
+    return {"measurements": measurements or None, "qualitative_evaluations": qualitative}
+
+
+def _identity(group: FindingGroup, ctx: GroupContext) -> tuple[dict[str, Any], list[hd.sr.QualitativeEvaluation]]:
+    """Keyword arguments every TID 1501/1410/1411 group takes, values aside, and the qualitative
+    evaluations the identity needs besides (a laterality without a finding site)."""
+    path = group.produced_by or ctx.result.produced_by
+    sites = None
+    extra: list[hd.sr.QualitativeEvaluation] = []
+    if group.finding_site is not None:
+        laterality = codes.coded(group.laterality) if group.laterality else None
+        sites = [hd.sr.FindingSite(codes.coded(group.finding_site), laterality=laterality)]
+    elif group.laterality is not None:
+        # Laterality is a modifier of a finding site; without a site, keep it as a qualitative evaluation.
+        extra.append(hd.sr.QualitativeEvaluation(codes.LATERALITY, codes.coded(group.laterality)))
+    identity = {
+        "tracking_identifier": hd.sr.TrackingIdentifier(uid=group.tracking_uid, identifier=group.tracking_id),
+        "finding_type": codes.coded(group.finding),
+        "algorithm_id": codes.algorithm_identification(
+            ctx.info.pipeline_name, ctx.info.pipeline_version, path, ctx.model(group.model)
+        ),
+        "finding_sites": sites,
+    }
+    return identity, extra
+
+
+def _image_regions(region: ImageRegion, index: SourceIndex) -> list[hd.sr.ImageRegion]:
+    """SCOORD regions on a source image; a MULTIPOINT (not allowed as a region) becomes one POINT per point."""
+    ds = index.mark(region.sop_instance_uid)
+    source = hd.sr.SourceImageForRegion.from_source_image(ds, _frame_numbers(ds, region.frame_number))
+    points = np.asarray(region.points, dtype=float)
+    if region.graphic_type == "MULTIPOINT":
+        return [hd.sr.ImageRegion("POINT", points[i : i + 1], source) for i in range(len(points))]
+    return [hd.sr.ImageRegion(region.graphic_type, points, source)]
+
+
+def _box_faces(region: Region3D) -> list[np.ndarray]:
+    """The six faces of an axis-aligned box as closed polygons (first point repeated at the end)."""
+    (x0, y0, z0), (x1, y1, z1) = region.points
+    faces = [
+        [(x0, y0, z0), (x1, y0, z0), (x1, y1, z0), (x0, y1, z0)],
+        [(x0, y0, z1), (x1, y0, z1), (x1, y1, z1), (x0, y1, z1)],
+        [(x0, y0, z0), (x1, y0, z0), (x1, y0, z1), (x0, y0, z1)],
+        [(x0, y1, z0), (x1, y1, z0), (x1, y1, z1), (x0, y1, z1)],
+        [(x0, y0, z0), (x0, y1, z0), (x0, y1, z1), (x0, y0, z1)],
+        [(x1, y0, z0), (x1, y1, z0), (x1, y1, z1), (x1, y0, z1)],
+    ]
+    return [np.asarray([*face, face[0]], dtype=float) for face in faces]
+
+
+def _volume_surface(region: Region3D, ctx: GroupContext) -> hd.sr.VolumeSurface:
+    series = hd.sr.SourceSeriesForSegmentation(str(ctx.index.first.SeriesInstanceUID))
+    if region.graphic_type == "BOX":
+        return hd.sr.VolumeSurface("POLYGON", _box_faces(region), region.frame_of_reference_uid, source_series=series)
+    points = np.asarray(region.points, dtype=float)
+    return hd.sr.VolumeSurface(region.graphic_type, points, region.frame_of_reference_uid, source_series=series)
+
+
+def _region_3d_group(region: Region3D, kwargs: dict[str, Any], ctx: GroupContext) -> GroupTemplate:
+    if region.graphic_type in _PLANAR_3D:
+        points = np.asarray(region.points, dtype=float)
+        if region.graphic_type == "POLYGON" and not np.allclose(points[0], points[-1]):
+            points = np.vstack([points, points[:1]])  # a polygon is closed: its last point is its first
+        roi = hd.sr.ImageRegion3D(region.graphic_type, points, region.frame_of_reference_uid)
+        return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(referenced_region=roi, **kwargs)
+    surface = _volume_surface(region, ctx)
+    return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(referenced_volume_surface=surface, **kwargs)
+
+
+def _seg_for(group: FindingGroup, ctx: GroupContext) -> tuple[EncodedSeg, int]:
+    """The SEG instance (and segment number) a group's segment is in: the one holding the frame of its first
+    per-frame value, else the first that shows the segment, else the first of its label map."""
+    ref = group.segment
+    if ref is None:
+        raise EncodeError("internal: group without segment")
+    candidates = [s for s in ctx.segs if s.label_map == ref.label_map]
+    if not candidates:
+        raise EncodeError(f"group {group.tracking_id!r} references label map {ref.label_map!r}, which was not encoded")
+    wanted = next((m.source for m in group.measurements if m.source), None)
+    for seg in candidates:
+        if wanted is not None and wanted in seg.frames_by_label.get(ref.label, []):
+            return seg, seg.segment_numbers[ref.label]
+    showing = next((s for s in candidates if s.frames_by_label.get(ref.label)), candidates[0])
+    return showing, showing.segment_numbers[ref.label]
+
+
+def _referenced_segment(group: FindingGroup, ctx: GroupContext) -> hd.sr.ReferencedSegment:
+    """The segment a group measures, with its source images when they are few, else its source series."""
+    seg, number = _seg_for(group, ctx)
+    covered = seg.frames_by_label.get(group.segment.label, []) if group.segment else []
+    sop_class, sop_instance = str(seg.dataset.SOPClassUID), str(seg.dataset.SOPInstanceUID)
+    if 0 < len(covered) <= MAX_SEGMENT_SOURCE_IMAGES:
+        images = []
+        for source in covered:
+            ds = ctx.index.mark(source.sop_instance_uid)
+            frames = _frame_numbers(ds, source.frame_number)
+            images.append(hd.sr.SourceImageForSegmentation.from_source_image(ds, frames))
+        return hd.sr.ReferencedSegment(sop_class, sop_instance, number, source_images=images)
+    series = hd.sr.SourceSeriesForSegmentation(str(seg.dataset.ReferencedSeriesSequence[0].SeriesInstanceUID))
+    return hd.sr.ReferencedSegment(sop_class, sop_instance, number, source_series=series)
+
+
+def _planar_or_volumetric(regions: list[hd.sr.ImageRegion], kwargs: dict[str, Any]) -> GroupTemplate:
+    if len(regions) == 1:
+        return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(referenced_region=regions[0], **kwargs)
+    return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(referenced_regions=regions, **kwargs)
+
+
+def _finding_groups(group: FindingGroup, ctx: GroupContext) -> list[GroupTemplate]:
+    identity, extra = _identity(group, ctx)
+    values = _values(group, ctx)
+    values["qualitative_evaluations"] = extra + values["qualitative_evaluations"]
+    builders: list[Any] = []
+    encoded_maps = {seg.label_map for seg in ctx.segs}
+    # A segment is evidence only where its SEG is written (an SR-only encoding references none).
+    if group.segment is not None and group.segment.label_map in encoded_maps:
+        segment = _referenced_segment(group, ctx)
+        builders.append(
+            lambda kw: hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(referenced_segment=segment, **kw)
+        )
+    regions = [r for region in group.regions for r in _image_regions(region, ctx.index)]
+    if regions:
+        builders.append(lambda kw: _planar_or_volumetric(regions, kw))
+    for region in group.regions_3d:
+        builders.append(lambda kw, region=region: _region_3d_group(region, kw, ctx))
+    if not builders:
+        return [hd.sr.MeasurementsAndQualitativeEvaluations(**identity, **values)]
+    # A group references one kind of ROI: further evidence goes in further groups of the same finding.
+    empty = {"measurements": None, "qualitative_evaluations": None}
+    return [build({**identity, **(values if i == 0 else empty)}) for i, build in enumerate(builders)]
+
+
+def _placeholder(ctx: GroupContext) -> GroupTemplate:
+    """TID 1500 needs one group: "no findings", or "not assessable" with the reason."""
+    result = ctx.result
+    qualitative = [hd.sr.QualitativeEvaluation(codes.PRODUCED_BY, codes.produced_by_value(result.produced_by))]
+    if result.assessed:
+        finding, label = codes.NO_FINDINGS, "no findings"
+    else:
+        reason = result.not_assessable_reason or NotAssessable.INSUFFICIENT_QUALITY
+        finding, label = codes.outcome_value(result.outcome), "not assessable"
+        qualitative.insert(0, hd.sr.QualitativeEvaluation(codes.NOT_ASSESSABLE_REASON, codes.coded(reason)))
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=stable_uid(ctx.info.series_instance_uid, label), identifier=label
+        ),
+        finding_type=finding,
+        algorithm_id=codes.algorithm_identification(
+            ctx.info.pipeline_name, ctx.info.pipeline_version, result.produced_by
+        ),
+        qualitative_evaluations=qualitative,
+    )
+
+
+def measurement_groups(ctx: GroupContext) -> list[GroupTemplate]:
+    """Every group of the report, in the result's order; the placeholder when there is none (or the
+    result is not assessable, which the placeholder states first)."""
+    out: list[GroupTemplate] = []
+    if not ctx.result.assessed:
+        out.append(_placeholder(ctx))
+    for group in ctx.result.groups:
+        out.extend(_finding_groups(group, ctx))
+    return out or [_placeholder(ctx)]
