@@ -35,22 +35,11 @@ class Finding:
     tracking_id: str = ""
     regions: list[Region] = field(default_factory=list)
     values: list[tuple[str, float, str]] = field(default_factory=list)  # (concept meaning, value, unit code)
+    rehydratable_groups: int = 0  # of its measurement groups, how many OHIF can load (see _rehydratable)
 
     def displayed_values(self) -> list[str]:
         """The lines OHIF's SR viewport writes beside the drawing."""
         return [f"{meaning}: {value:.2f} {unit}" for meaning, value, unit in self.values]
-
-    @property
-    def rehydratable_by_ohif(self) -> bool:
-        """OHIF 3.13 loads a third-party group into its Measurements panel only when its first region is an
-        Image Region rectangle (closed POLYLINE of 4-5 points: RectangleROI) or point (Probe)."""
-        if not self.regions or self.regions[0].concept != f"DCM:{IMAGE_REGION}":
-            return False
-        region = self.regions[0]
-        count = len(region.points)
-        return (region.graphic_type == "POLYLINE" and count in (4, 5)) or (
-            region.graphic_type == "POINT" and count <= 2
-        )
 
 
 def _code(item: Dataset) -> str:
@@ -70,6 +59,22 @@ def _region(item: Dataset) -> Region:
     return Region(item.ValueType, str(item.GraphicType), data.reshape(-1, dims), _code(item), sop, frame)
 
 
+def _rehydratable(items: list[Dataset]) -> bool:
+    """Whether OHIF 3.13 (its cornerstone adapters) loads this third-party measurement group into the
+    Measurements panel: its first region must be an Image Region rectangle (closed POLYLINE of 4-5 points,
+    the RectangleROI tool) or point (1-2 points, Probe), and its first NUM, if any, must hold an SCOORD
+    ("INFERRED FROM"): the adapters look for the geometry under the first NUM and drop the group otherwise."""
+    regions = [i for i in items if i.ValueType in ("SCOORD", "SCOORD3D")]
+    if not regions or _code(regions[0]) != f"DCM:{IMAGE_REGION}":
+        return False
+    first = _region(regions[0])
+    count = len(first.points)
+    if not ((first.graphic_type == "POLYLINE" and count in (4, 5)) or (first.graphic_type == "POINT" and count <= 2)):
+        return False
+    numbers = [i for i in items if i.ValueType == "NUM"]
+    return not numbers or any(c.ValueType in ("SCOORD", "SCOORD3D") for c in numbers[0].get("ContentSequence", []))
+
+
 def sr_findings(sr: Dataset) -> list[Finding]:
     """The findings of a TID 1500 report in document order, groups merged by Tracking Unique Identifier."""
     measurements = [i for i in sr.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == IMAGING_MEASUREMENTS]
@@ -81,6 +86,7 @@ def sr_findings(sr: Dataset) -> list[Finding]:
             items = list(group.get("ContentSequence", []))
             uid = next(str(i.UID) for i in items if i.ConceptNameCodeSequence[0].CodeValue == TRACKING_UID)
             finding = findings.setdefault(uid, Finding(uid))
+            finding.rehydratable_groups += _rehydratable(items)
             for item in items:
                 code = item.ConceptNameCodeSequence[0].CodeValue
                 if code == TRACKING_IDENTIFIER:

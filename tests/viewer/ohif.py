@@ -73,6 +73,14 @@ _IMAGE_TO_PAGE_JS = """([viewportId, imageId, points]) => {
   return null;
 }"""
 
+_STACK_JS = """(viewportId) => {
+  for (const engine of window.cornerstone.getRenderingEngines()) {
+    const vp = engine.getViewport(viewportId);
+    if (vp && vp.getImageIds) return [vp.getImageIds(), vp.getCurrentImageIdIndex()];
+  }
+  return null;
+}"""
+
 _SR_ANNOTATIONS_JS = """() => window.cornerstoneTools.annotation.state.getAllAnnotations()
   .filter(a => a.metadata && a.metadata.toolName === 'DICOMSRDisplay')
   .map(a => ({uid: a.annotationUID, imageId: a.metadata.referencedImageId || null,
@@ -186,6 +194,35 @@ class Ohif:
         if result is None:
             raise AssertionError(f"viewport {viewport.id} is gone")
         return np.asarray(result, dtype=float)
+
+    def scroll_to(self, viewport: Viewport, sop_instance_uid: str) -> Viewport:
+        """Scroll the stack with the arrow keys, as a user does, until ``viewport`` shows that image."""
+        stack = self.page.evaluate(_STACK_JS, viewport.id)
+        if stack is None:
+            raise AssertionError(f"viewport {viewport.id} holds no stack")
+        image_ids, index = stack
+        target = next(
+            (k for k, image_id in enumerate(image_ids) if sop_of_image_id(image_id) == sop_instance_uid), None
+        )
+        if target is None:
+            raise AssertionError(f"image {sop_instance_uid} is not in the stack of viewport {viewport.id}")
+        self.page.mouse.move(viewport.rect[0] + viewport.rect[2] / 2, viewport.rect[1] + viewport.rect[3] / 2)
+        key = "ArrowDown"
+        for _ in range(3 * len(image_ids)):
+            if index == target:
+                break
+            self.page.keyboard.press(key)
+            self.page.wait_for_timeout(60)
+            _, moved = self.page.evaluate(_STACK_JS, viewport.id)
+            if abs(moved - target) > abs(index - target):
+                key = "ArrowUp" if key == "ArrowDown" else "ArrowDown"
+            index = moved
+        self.page.mouse.move(5, 5)
+        self.page.wait_for_timeout(500)
+        shown = next(vp for vp in self.viewports() if vp.id == viewport.id)
+        if shown.sop_instance_uid != sop_instance_uid:
+            raise AssertionError(f"could not scroll viewport {viewport.id} to image {sop_instance_uid}")
+        return shown
 
     def sr_annotations(self) -> list[dict[str, Any]]:
         """The SR viewport's drawings (OHIF's DICOMSRDisplay tool): one per Tracking Unique Identifier."""

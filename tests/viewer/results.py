@@ -25,11 +25,12 @@ SC_SOP_CLASSES = {
 
 @dataclass(frozen=True)
 class PipelineCase:
-    """A pipeline, the phantom it runs on (a writer of DICOM files into a folder) and its configuration."""
+    """A pipeline and its phantom: ``write_inputs(workdir)`` writes the source series into ``workdir/source``
+    (and priors wherever it likes) and returns the extra `dicomnode run` arguments (``--prior DIR``)."""
 
     pipeline: str
-    write_phantom: Callable[[Path], object]
-    config: str  # TOML for `dicomnode run --config`
+    write_inputs: Callable[[Path], list[str]]
+    config: str = ""  # TOML for `dicomnode run --config`, e.g. to register a test-only pipeline
 
     def __str__(self) -> str:
         return self.pipeline
@@ -54,9 +55,12 @@ class PipelineOutputs:
 def run_pipeline(case: PipelineCase, workdir: Path) -> tuple[PipelineOutputs, list[Path]]:
     """Write the phantom, run ``dicomnode run`` on it, and return the outputs and every file to load."""
     source_dir, out_dir, config = workdir / "source", workdir / "out", workdir / "config.toml"
-    case.write_phantom(source_dir)
-    config.write_text(case.config)
-    code = dicomnode_main(["run", "--config", str(config), case.pipeline, str(source_dir), "--output", str(out_dir)])
+    extra = case.write_inputs(workdir)
+    options = []
+    if case.config:
+        config.write_text(case.config)
+        options = ["--config", str(config)]
+    code = dicomnode_main(["run", *options, case.pipeline, str(source_dir), *extra, "--output", str(out_dir)])
     if code != 0:
         raise AssertionError(f"dicomnode run {case.pipeline} exited with {code}")
     written = [out_dir / item["path"] for item in json.loads((out_dir / "result.json").read_text())["files"]]
@@ -74,4 +78,4 @@ def run_pipeline(case: PipelineCase, workdir: Path) -> tuple[PipelineOutputs, li
         segs=[ds for ds in datasets if ds.Modality == "SEG"],
         summary=next((ds for ds in datasets if ds.SOPClassUID in SC_SOP_CLASSES), None),
     )
-    return outputs, [source_dir, *written]
+    return outputs, [workdir / "source", *(p for p in workdir.iterdir() if p.name not in ("source", "out")), *written]
