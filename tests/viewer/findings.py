@@ -38,8 +38,9 @@ class Finding:
     rehydratable_groups: int = 0  # of its measurement groups, how many OHIF can load (see _rehydratable)
 
     def displayed_values(self) -> list[str]:
-        """The lines OHIF's SR viewport writes beside the drawing."""
-        return [f"{meaning}: {value:.2f} {unit}" for meaning, value, unit in self.values]
+        """The lines OHIF's SR viewport writes beside the drawing: two decimals and the unit's code value;
+        nothing for a value of exactly 0, which OHIF's formatter takes for a missing one (docs/viewers.md)."""
+        return [f"{meaning}: {f'{value:.2f}' if value else ''} {unit}" for meaning, value, unit in self.values]
 
 
 def _code(item: Dataset) -> str:

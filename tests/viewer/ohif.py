@@ -119,6 +119,7 @@ class Ohif:
     artifacts: Path
     errors: list[str] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
+    hover_step: int = 0
 
     def __post_init__(self) -> None:
         self.page.set_default_timeout(TIMEOUT_MS)
@@ -228,6 +229,12 @@ class Ohif:
         if shown.sop_instance_uid != sop_instance_uid:
             raise AssertionError(f"could not scroll viewport {viewport.id} to image {sop_instance_uid}")
         return shown
+
+    def hover(self, viewport: Viewport) -> None:
+        """Move the mouse across the middle of the viewport (as a reader's hand does)."""
+        x, y, width, height = viewport.rect
+        self.hover_step = (self.hover_step + 1) % 8
+        self.page.mouse.move(x + width / 2 + 4 * self.hover_step, y + height * 0.9)
 
     def sr_annotations(self) -> list[dict[str, Any]]:
         """The SR viewport's drawings (OHIF's DICOMSRDisplay tool): one per Tracking Unique Identifier."""

@@ -7,12 +7,14 @@ TID 1410 Planar ROI group with the same Tracking Identifier and Tracking Unique 
 SCOORD lies on the source image where the segment is largest: its outline (closed POLYLINE), its bounding box
 (closed 5-point POLYLINE, which OHIF maps to its RectangleROI tool) or its centre (POINT, OHIF's Probe). The
 Image Library lists the images those regions lie on. See docs/viewers.md for what OHIF shows of each variant;
-the real change belongs in dicomnode/encode/sr.py.
+the real change belongs in dicomnode/encode/sr_groups.py. It also writes a copy of SEG_FILE whose
+segments recommend display colours (change 2, dicomnode/encode/seg.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -24,6 +26,7 @@ import numpy.typing as npt
 import pydicom
 from pydicom import Dataset
 
+from dicomnode.plugins.drawing import segment_colour
 from tools.viewer_bench.bench import dicom_files
 
 
@@ -115,6 +118,19 @@ def rewrite(ct: Sequence[Dataset], seg_ds: Dataset, sr_path: Path, graphic: str)
     return sr
 
 
+def recoloured_seg(seg_ds: Dataset) -> Dataset:
+    """A copy of the SEG (new series) whose segments recommend the colours of drawing.segment_colour: what
+    encoder change 2 writes (highdicom: SegmentDescription(display_color=CIELabColor.from_rgb(...)))."""
+    seg = copy.deepcopy(seg_ds)
+    seg.SeriesInstanceUID, seg.SOPInstanceUID = hd.UID(), hd.UID()
+    seg.file_meta.MediaStorageSOPInstanceUID = seg.SOPInstanceUID
+    seg.SeriesDescription = f"{seg_ds.SeriesDescription} (coloured)"[:64]
+    for item in seg.SegmentSequence:
+        rgb = segment_colour(int(item.SegmentNumber))
+        item.RecommendedDisplayCIELabValue = list(hd.color.CIELabColor.from_rgb(*rgb).value)
+    return seg
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("ct", type=Path)
@@ -129,6 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = args.out / f"prototype_sr_{args.graphic}.dcm"
     sr.save_as(path, enforce_file_format=True)
     print(path)
+    seg_path = args.out / "prototype_seg_coloured.dcm"
+    recoloured_seg(pydicom.dcmread(args.seg)).save_as(seg_path, enforce_file_format=True)
+    print(seg_path)
     return 0
 
 
