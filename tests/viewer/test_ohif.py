@@ -263,9 +263,10 @@ def _drawn_findings(ohif: Ohif, findings: list[Finding]) -> dict[str, dict[str, 
 
 
 @contextmanager
-def known_gap(reason: str | None) -> Iterator[None]:
+def known_gap(reason: str | None, *, strict: bool = True) -> Iterator[None]:
     """Where our objects meet a known OHIF limit (``reason``, from docs/viewers.md), a failure inside is
-    expected and reported as xfail; a pass then fails, so that the docs and this test get updated."""
+    expected and reported as xfail. A pass then fails (``strict``), so that the docs and this test get
+    updated; for a limit OHIF shows only now and then, a pass is a pass."""
     if reason is None:
         yield
         return
@@ -273,21 +274,23 @@ def known_gap(reason: str | None) -> Iterator[None]:
         yield
     except AssertionError as exc:
         pytest.xfail(f"{reason}: {str(exc).splitlines()[0]}")
-    pytest.fail(f"expected OHIF to fail ({reason}) but it showed everything: update docs/viewers.md")
+    if strict:
+        pytest.fail(f"expected OHIF to fail ({reason}) but it showed everything: update docs/viewers.md")
 
 
-def _sr_gap(results: PipelineOutputs, findings: list[Finding]) -> str | None:
-    """The known OHIF 3.13 limit this SR runs into, if any (docs/viewers.md)."""
+def _sr_gap(results: PipelineOutputs, findings: list[Finding]) -> tuple[str | None, bool]:
+    """The known OHIF 3.13 limit this SR runs into, if any, and whether OHIF always fails there."""
     if any(not f.regions for f in findings):
-        return "OHIF stops loading an SR at a finding with no SCOORD (our segment-only groups): encoder change 1"
+        return "OHIF stops loading an SR at a finding with no SCOORD (our segment-only groups): encoder change 1", True
     if any("FrameOfReferenceUID" not in ds for ds in results.source):
-        return "OHIF's SR viewport draws no SR graphics on an image without a Frame of Reference (DX, CR)"
-    return None
+        return "OHIF draws SR graphics on an image without a Frame of Reference (DX) only now and then", False
+    return None, True
 
 
 def test_sr_viewport_draws_every_finding_with_its_values_on_its_image(ohif: Ohif, results: PipelineOutputs) -> None:
     findings = sr_findings(results.sr)
-    with known_gap(_sr_gap(results, findings)):
+    reason, strict = _sr_gap(results, findings)
+    with known_gap(reason, strict=strict):
         _check_sr_viewport(ohif, results, findings)
 
 
@@ -324,8 +327,9 @@ def _check_sr_viewport(ohif: Ohif, results: PipelineOutputs, findings: list[Find
         vertex = ohif.image_to_page(viewport, finding.regions[0].points[:1])[0]
         x, y = (round(v) for v in vertex)
         patch = shot[y - 3 : y + 4, x - 3 : x + 4].reshape(-1, 3).astype(int)
-        greenish = (patch[:, 1] - np.maximum(patch[:, 0], patch[:, 2])) > 60
-        assert greenish.any(), f"{finding.tracking_id}: no outline drawn at its first point {vertex}"
+        # OHIF draws SR graphics in saturated colours (yellow, green when highlighted) over grey images.
+        coloured = (patch.max(axis=1) - patch.min(axis=1)) > 80
+        assert coloured.any(), f"{finding.tracking_id}: no outline drawn at its first point {vertex}"
     assert ohif.errors == []
 
 
