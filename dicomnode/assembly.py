@@ -13,6 +13,7 @@ from dicomnode.config import Settings
 from dicomnode.db import repository as repo
 from dicomnode.db.engine import Database
 from dicomnode.db.models import Instance, Job, JobKind, JobState, Series, Study
+from dicomnode.errors import ConfigError
 from dicomnode.plugins.api import Pipeline, Trigger, required_pipelines
 from dicomnode.routing.facts import SeriesFacts
 from dicomnode.routing.router import decide
@@ -20,7 +21,12 @@ from dicomnode.routing.rules import Rule
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RULES = (Rule(name="all-pipelines", pipelines=["*"]),)
+# Without configured rules every enabled pipeline sees every series, and study-trigger pipelines every
+# complete study: a rule of each level.
+DEFAULT_RULES = (
+    Rule(name="all-pipelines", pipelines=["*"]),
+    Rule(name="all-pipelines-study", pipelines=["*"], level="study"),
+)
 
 
 def effective_rules(settings: Settings) -> list[Rule]:
@@ -34,9 +40,19 @@ def series_facts(series: Series) -> SeriesFacts:
 
 
 def _forward(session: Session, settings: Settings, series: Series, version: int, targets: Sequence[str]) -> None:
-    instances = session.scalars(select(Instance).where(Instance.series_id == series.id)).all()
+    """Queue the instances new in this version for each target, except those already queued or delivered
+    there, and never back to the AE they came from (a PACS that routes everything to us gets no echo)."""
+    instances = session.scalars(select(Instance).where(Instance.series_id == series.id, Instance.version == version))
+    fresh = list(instances)
     for target in dict.fromkeys(targets):
-        dest = settings.destination(target)
+        try:
+            dest = settings.destination(target)
+        except ConfigError as exc:
+            repo.record_series_error(session, series.id, f"forward to {target}: {exc}")
+            log.warning("forward_target_unknown series_id=%d target=%s", series.id, target)
+            continue
+        if dest.ae_title == series.calling_ae:
+            continue
         job = repo.enqueue_job(
             session,
             kind=JobKind.FORWARD,
@@ -52,8 +68,8 @@ def _forward(session: Session, settings: Settings, series: Series, version: int,
         )
         if job is None:
             continue
-        sent = repo.delivered_elsewhere(session, dest.name, [i.sop_instance_uid for i in instances])
-        items = [(i.sop_instance_uid, i.path) for i in instances if i.sop_instance_uid not in sent]
+        queued = repo.queued_or_delivered(session, dest.name, [i.sop_instance_uid for i in fresh])
+        items = [(i.sop_instance_uid, i.path) for i in fresh if i.sop_instance_uid not in queued]
         count = repo.add_deliveries(session, job, dest.name, items)
         repo.add_event(session, job, "forward_queued", f"{count} instances to {dest.name}")
 
@@ -122,6 +138,10 @@ def route_series(session: Session, settings: Settings, pipelines: Mapping[str, P
     decision = decide(facts, rules, pipelines, level="series")
     forward = list(decision.forward_to) + [d.name for d in settings.destinations if d.forward]
     _forward(session, settings, series, done.version, forward)
+    if facts.own_output:
+        # Our own SR, SEG and summary coming back from a PACS that routes everything: never analysed again.
+        log.info("series_own_output series_id=%d: no pipeline runs on the node's own results", series.id)
+        return
     series_pipelines = [n for n in decision.pipelines if pipelines[n].selector.trigger is Trigger.SERIES]
     _enqueue_pipelines(
         session,
@@ -145,6 +165,8 @@ def _route_study(session: Session, settings: Settings, pipelines: Mapping[str, P
     version = sum(s.version for s in all_series)
     names: list[str] = []
     for series in all_series:
+        if series_facts(series).own_output:
+            continue
         decision = decide(series_facts(series), effective_rules(settings), pipelines, level="study")
         names += [n for n in decision.pipelines if pipelines[n].selector.trigger is Trigger.STUDY]
     _enqueue_pipelines(
@@ -160,14 +182,27 @@ def _route_study(session: Session, settings: Settings, pipelines: Mapping[str, P
 
 
 def assemble_once(db: Database, settings: Settings, pipelines: Mapping[str, Pipeline]) -> list[repo.Completed]:
-    """One pass: declare due series complete and enqueue what they call for, in one transaction."""
+    """One pass: each receiving series, in its own short transaction, is declared complete when due and
+    routed; a series whose completion or routing fails records the error and the others go on."""
     with db.session() as session:
-        completed = repo.complete_due_series(
-            session,
-            quiet_seconds=settings.completion.series_quiet_seconds,
-            association_end=settings.completion.association_end,
-            association_grace_seconds=settings.completion.association_end_grace_seconds,
-        )
-        for done in completed:
-            route_series(session, settings, pipelines, done)
+        candidates = repo.receiving_series_ids(session)
+    completed = []
+    for series_id in candidates:
+        try:
+            with db.session() as session:
+                done = repo.complete_if_due(
+                    session,
+                    series_id,
+                    quiet_seconds=settings.completion.series_quiet_seconds,
+                    association_end=settings.completion.association_end,
+                    association_grace_seconds=settings.completion.association_end_grace_seconds,
+                    is_postgres=db.is_postgres,
+                )
+                if done is not None:
+                    route_series(session, settings, pipelines, done)
+                    completed.append(done)
+        except Exception as exc:  # one series must not block the others; it is tried again next pass
+            log.exception("series_routing_failed series_id=%d", series_id)
+            with db.session() as session:
+                repo.record_series_error(session, series_id, f"{type(exc).__name__}: {exc}")
     return completed

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from dicomnode import __version__
-from dicomnode.config import Settings, load_settings, parse_address
+from dicomnode.config import Settings, find_config, load_settings, parse_address
 from dicomnode.errors import DicomNodeError
 from dicomnode.log import configure_logging
+from dicomnode.runner.supervisor import DATABASE_URL_ENV
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="TOML configuration file (see conf/dicomnode.toml)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="TOML configuration file (see conf/dicomnode.toml); default $DICOMNODE_CONFIG, else ./dicomnode.toml",
+    )
     parser.add_argument("--data-dir", type=Path, help="data directory (store, database, outputs)")
     parser.add_argument("--database-url", help="sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -64,8 +70,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         overrides["destinations"] = destinations
     settings_json = getattr(args, "settings_json", None)
     if settings_json:
-        return Settings.model_validate(json.loads(Path(settings_json).read_text(encoding="utf-8")))
-    return load_settings(getattr(args, "config", None), overrides)
+        # A supervised worker child: settings without secrets on disk, the database URL from its environment.
+        data = json.loads(Path(settings_json).read_text(encoding="utf-8"))
+        url = os.environ.get(DATABASE_URL_ENV)
+        if url:
+            data["database"]["url"] = url
+        return Settings.model_validate(data)
+    return load_settings(find_config(getattr(args, "config", None)), overrides)
 
 
 # ------------------------------------------------------------------------------------------- commands
@@ -79,11 +90,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from dicomnode.node import run_worker
+    from dicomnode.node import run_worker_child, run_workers
 
     settings = settings_from_args(args)
     configure_logging(settings.node.log_level)
-    run_worker(settings)
+    if args.child:
+        run_worker_child(settings)
+    else:
+        run_workers(settings)
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    """Load, validate (rules against the installed pipelines too) and print the effective configuration."""
+    from dicomnode.node import check_rules
+    from dicomnode.runner.host import build_registry
+
+    settings = settings_from_args(args)
+    configure_logging("ERROR")
+    check_rules(settings, build_registry(settings))
+    source = find_config(getattr(args, "config", None))
+    print(f"# configuration: {source or 'embedded defaults'} (valid)")
+    print(json.dumps(settings.masked(), indent=2, default=str))
     return 0
 
 
@@ -141,7 +169,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     configure_logging("ERROR")
-    return jobs_command(settings, args.action, args.job_id, state=args.state, limit=args.limit)
+    return jobs_command(settings, args.action, args.job_id, state=args.state, limit=args.limit, rerun=args.rerun)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -234,10 +262,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_options(p)
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("worker", help="run a worker process (claims jobs from the shared database)")
+    p = sub.add_parser("worker", help="run supervised worker processes (claim jobs from the shared database)")
     _add_config_options(p)
+    p.add_argument("--workers", type=int, help="worker processes on this host (default worker.processes)")
     p.add_argument("--settings-json", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("config", help="configuration tools")
+    config_sub = p.add_subparsers(dest="config_command", required=True)
+    q = config_sub.add_parser("check", help="validate the configuration and print it (secrets masked)")
+    _add_config_options(q)
+    _add_serve_options(q)
+    q.set_defaults(func=cmd_config_check)
 
     p = sub.add_parser("run", help="run one pipeline on a folder of DICOM files, without server or database")
     _add_config_options(p)
@@ -273,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["list", "show", "retry"], nargs="?", default="list")
     p.add_argument("job_id", type=int, nargs="?")
     p.add_argument("--state", help="only jobs in this state (list)")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=int, default=50, help="at most this many jobs (list)")
+    p.add_argument("--rerun", action="store_true", help="retry a DONE analysis as a new result version (retry)")
     p.set_defaults(func=cmd_jobs)
 
     p = sub.add_parser("train", help="train a pipeline's learned part")

@@ -4,6 +4,7 @@ loaded, with command-line overrides. Errors name the key.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -11,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from dicomnode.dispatch.destination import Destination, validate_ae_title
+from dicomnode.addresses import Destination, validate_ae_title
 from dicomnode.errors import ConfigError, ValidationError
 from dicomnode.routing.rules import Rule
 
@@ -40,6 +41,9 @@ class NodeSettings(_Strict):
     allowed_calling_aes: list[str] = []
     max_associations: int = Field(default=64, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # A second copy of a SOP instance already stored: keep the first (count and log it), or replace it and
+    # re-open its series (re-analysed, re-forwarded) as Orthanc's and dcm4chee's "overwrite" policies do.
+    duplicates: Literal["keep_first", "replace"] = "keep_first"
 
     _aet = field_validator("ae_title")(_check_ae_title)
 
@@ -125,11 +129,36 @@ class Settings(_Strict):
     priors: PriorSettings = PriorSettings()
     rules: list[Rule] = []
 
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_destinations(cls, data: Any) -> Any:
+        """One AE at one address is one destination: two entries with the same name and address (the usual
+        `--forward PACS@h:p --destination PACS@h:p`) merge, their roles combined."""
+        if not isinstance(data, dict) or not isinstance(data.get("destinations"), list):
+            return data
+        merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for entry in data["destinations"]:
+            if not isinstance(entry, dict):
+                return data
+            key = (entry.get("name"), entry.get("ae_title"), entry.get("host"), entry.get("port"))
+            if key in merged:
+                first = merged[key]
+                defaults = {"results": True, "forward": False}
+                for role, default in defaults.items():
+                    first[role] = bool(first.get(role, default)) or bool(entry.get(role, default))
+            else:
+                merged[key] = dict(entry)
+        return {**data, "destinations": list(merged.values())}
+
     @model_validator(mode="after")
     def _names_resolve(self) -> Settings:
         names = [d.name for d in self.destinations]
         if len(set(names)) != len(names):
-            raise ValueError(f"destinations: names must be unique, got {names}")
+            raise ValueError(f"destinations: names must be unique (one name, one address), got {names}")
+        rule_names = [r.name for r in self.rules]
+        repeated = sorted({n for n in rule_names if rule_names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"rules: names must be unique, repeated: {repeated}")
         for index, rule in enumerate(self.rules):
             for target in rule.forward_to:
                 if target not in names and not _is_address(target):
@@ -151,6 +180,24 @@ class Settings(_Strict):
     def outputs_dir(self) -> Path:
         return self.node.data_dir / "outputs"
 
+    def stored_path(self, path: Path) -> str:
+        """How a file under the data dir is recorded: relative to the data dir, so a restart from another
+        directory, or a worker on another host with the store mounted elsewhere, finds it (see resolve)."""
+        absolute = path.resolve()
+        root = self.node.data_dir.resolve()
+        return str(absolute.relative_to(root)) if absolute.is_relative_to(root) else str(absolute)
+
+    def resolve(self, stored: str) -> Path:
+        """The file a recorded path names, on this host."""
+        path = Path(stored)
+        return path if path.is_absolute() else self.node.data_dir / path
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration as data, with secrets (the database password) masked."""
+        data = self.model_dump(mode="json")
+        data["database"]["url"] = mask_url(self.database.url)
+        return data
+
     @property
     def dispatch_calling_ae(self) -> str:
         return self.dispatch.calling_ae or self.node.ae_title
@@ -160,6 +207,34 @@ class Settings(_Strict):
             if dest.name == name_or_address:
                 return dest
         return parse_address(name_or_address, results=False)
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for logs, status pages and files the node writes)."""
+    if not url:
+        return url
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # an unparsable URL is reported elsewhere; never echo it whole
+        return "<unparsable database url>"
+    return parsed.render_as_string(hide_password=True) if parsed.password else url
+
+
+CONFIG_ENV = "DICOMNODE_CONFIG"
+DEFAULT_CONFIG = Path("dicomnode.toml")
+
+
+def find_config(explicit: Path | None) -> Path | None:
+    """The configuration every command reads: ``--config``, else $DICOMNODE_CONFIG, else ./dicomnode.toml
+    when it exists, else none (the embedded defaults)."""
+    if explicit is not None:
+        return explicit
+    from_env = os.environ.get(CONFIG_ENV, "").strip()
+    if from_env:
+        return Path(from_env)
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
 
 
 def parse_address(text: str, *, results: bool = True, forward: bool = False) -> DestinationSettings:

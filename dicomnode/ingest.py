@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from pathlib import Path
 
 from dicomnode.db import repository as repo
 from dicomnode.db.engine import Database
@@ -13,7 +15,7 @@ from dicomnode.scp import ReceivedInstance
 log = logging.getLogger(__name__)
 
 
-def instance_record(instance: ReceivedInstance) -> repo.InstanceRecord:
+def instance_record(instance: ReceivedInstance, stored_path: str) -> repo.InstanceRecord:
     """The DB record of a received instance; routing facts come from its header."""
     header = instance.header
     facts = SeriesFacts.from_dataset(
@@ -25,7 +27,7 @@ def instance_record(instance: ReceivedInstance) -> repo.InstanceRecord:
         series_instance_uid=instance.series_instance_uid,
         study_instance_uid=instance.study_instance_uid,
         transfer_syntax_uid=instance.transfer_syntax_uid,
-        path=str(instance.path),
+        path=stored_path,
         size=instance.size,
         calling_ae=instance.calling_ae,
         called_ae=instance.called_ae,
@@ -46,19 +48,24 @@ class DatabaseSink:
     """Implements dicomnode.scp.InstanceSink on top of the database. Errors propagate to the SCP handler,
     which answers Out of Resources (the bytes are already safely on disk)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, stored_path: Callable[[Path], str] = str) -> None:
         self.db = db
+        self.stored_path = stored_path
 
     def association_started(self, association_id: str, calling_ae: str, called_ae: str) -> None:
         with self.db.session() as session:
             repo.association_started(session, association_id, calling_ae, called_ae)
 
     def instance_received(self, instance: ReceivedInstance) -> None:
-        record = instance_record(instance)
+        record = instance_record(instance, self.stored_path(instance.path))
         with self.db.session() as session:
-            _, is_new = repo.record_instance(session, record)
+            _, is_new = repo.record_instance(session, record, replaced=instance.replaced)
         if not is_new:
-            log.info("instance_duplicate sop=%s", instance.sop_instance_uid)
+            log.info(
+                "instance_duplicate association_id=%s policy=%s",
+                instance.association_id,
+                "replaced" if instance.replaced else "kept first copy",
+            )
 
     def association_ended(self, association_id: str) -> None:
         with self.db.session() as session:

@@ -6,47 +6,33 @@ without touching the SCP; a killed worker's job goes back to the queue when its 
 
 from __future__ import annotations
 
-import ctypes
-import datetime as dt
-import json
 import logging
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
-from pathlib import Path
-
-from sqlalchemy import select
 
 from dicomnode.assembly import assemble_once
 from dicomnode.config import Settings
 from dicomnode.db import repository as repo
 from dicomnode.db.engine import Database
-from dicomnode.db.models import Job, JobState, utcnow
 from dicomnode.delivery import Dispatcher
+from dicomnode.errors import ConfigError
 from dicomnode.ingest import DatabaseSink
+from dicomnode.plugins.registry import Registry
+from dicomnode.routing.rules import ALL_PIPELINES
 from dicomnode.runner.host import build_registry
+from dicomnode.runner.supervisor import WorkerSupervisor, write_child_settings
 from dicomnode.runner.worker import Worker
 from dicomnode.scp import ScpSettings, StorageSCP
 from dicomnode.store import InstanceStore
 
 log = logging.getLogger(__name__)
 
-PR_SET_PDEATHSIG = 1
-
 
 def open_database(settings: Settings) -> Database:
     db = Database(settings.database_url)
     db.upgrade()
     return db
-
-
-def _die_with_parent() -> None:
-    # A worker must not outlive the node that supervises it (e.g. after SIGKILL of the node).
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class _Loop(threading.Thread):
@@ -73,57 +59,15 @@ class _Assembler:
             stop.wait(settings.completion.poll_seconds)
 
 
-class _WorkerSupervisor:
-    """Keeps ``processes`` worker children alive and kills one whose job ran past the timeout."""
-
-    def __init__(self, node: Node, settings_file: Path) -> None:
-        self.node = node
-        self.settings_file = settings_file
-        self.children: list[subprocess.Popen[bytes]] = []
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "dicomnode", "worker", "--settings-json", str(self.settings_file)]
-        child = subprocess.Popen(cmd, preexec_fn=_die_with_parent)
-        log.info("worker_spawned pid=%d", child.pid)
-        return child
-
-    def run_forever(self, stop: threading.Event) -> None:
-        count = self.node.settings.worker.processes
-        self.children = [self._spawn() for _ in range(count)]
-        while not stop.wait(1.0):
-            for i, child in enumerate(self.children):
-                if child.poll() is not None:
-                    log.warning("worker_exited pid=%d code=%s: restarting", child.pid, child.returncode)
-                    self.children[i] = self._spawn()
-            self._enforce_timeout()
-        for child in self.children:
-            child.terminate()
-        for child in self.children:
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-
-    def _enforce_timeout(self) -> None:
-        timeout = self.node.settings.worker.job_timeout_seconds
-        host = socket.gethostname()
-        by_owner = {f"{host}:{c.pid}": c for c in self.children}
-        limit = utcnow() - dt.timedelta(seconds=timeout)
-        with self.node.db.session() as session:
-            late = session.scalars(
-                select(Job).where(Job.state == JobState.RUNNING, Job.started_at < limit, Job.lease_owner.in_(by_owner))
-            ).all()
-            for job in late:
-                child = by_owner[job.lease_owner or ""]
-                log.warning("job_timeout job=%d pid=%d after %.0fs: killing worker", job.id, child.pid, timeout)
-                child.kill()
-                repo.fail_attempt(
-                    session,
-                    job,
-                    f"timed out after {timeout:.0f} s",
-                    retry_base_seconds=self.node.settings.worker.retry_base_seconds,
-                    retryable=True,
-                )
+def check_rules(settings: Settings, registry: Registry) -> None:
+    """Rules that name pipelines not installed are configuration errors, reported when the node starts."""
+    known = set(registry.entries)
+    for index, rule in enumerate(settings.rules):
+        unknown = [name for name in rule.pipelines if name != ALL_PIPELINES and name not in known]
+        if unknown:
+            raise ConfigError(
+                f"rules[{index}] ({rule.name}).pipelines: unknown pipelines {unknown} (installed: {sorted(known)})"
+            )
 
 
 class Node:
@@ -132,6 +76,7 @@ class Node:
         settings.node.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = open_database(settings)
         self.registry = build_registry(settings)
+        check_rules(settings, self.registry)
         self.store = InstanceStore(settings.store_dir)
         scp_settings = ScpSettings(
             ae_title=settings.node.ae_title,
@@ -139,22 +84,26 @@ class Node:
             port=settings.node.port,
             allowed_calling_aes=tuple(settings.node.allowed_calling_aes),
             max_associations=settings.node.max_associations,
+            replace_duplicates=settings.node.duplicates == "replace",
         )
-        self.scp = StorageSCP(scp_settings, self.store, DatabaseSink(self.db))
+        self.scp = StorageSCP(scp_settings, self.store, DatabaseSink(self.db, settings.stored_path))
         self.stop_event = threading.Event()
         self.threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        with self.db.session() as session:
+            reset = repo.reset_quiet_timers(session)
+        if reset:
+            log.info("quiet_timers_reset series=%d: downtime is not quiet time", reset)
         self.scp.start()
-        settings_file = self.settings.node.data_dir / "run" / "settings.json"
-        settings_file.parent.mkdir(parents=True, exist_ok=True)
-        settings_file.write_text(json.dumps(self.settings.model_dump(mode="json")), encoding="utf-8")
+        settings_file = write_child_settings(self.settings, self.settings.node.data_dir / "run" / "settings.json")
         bodies: list[tuple[str, object]] = [
             ("assembler", _Assembler(self)),
             ("dispatcher", Dispatcher(self.settings, self.db)),
         ]
         if self.settings.worker.processes > 0:
-            bodies.append(("workers", _WorkerSupervisor(self, settings_file)))
+            supervisor = WorkerSupervisor(self.settings, self.db, settings_file, self.settings.worker.processes)
+            bodies.append(("workers", supervisor))
         for name, body in bodies:
             thread = _Loop(name, body, self.stop_event)
             thread.start()
@@ -190,11 +139,27 @@ class Node:
         self.stop()
 
 
-def run_worker(settings: Settings, stop: threading.Event | None = None) -> None:
-    """A worker process: claims and runs jobs until stopped (SIGTERM)."""
+def run_worker_child(settings: Settings, stop: threading.Event | None = None) -> None:
+    """One worker process (a supervisor's child): claims and runs jobs until stopped (SIGTERM)."""
     db = Database(settings.database_url)
     worker = Worker(settings, db, build_registry(settings))
     stop = stop or threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     worker.run_forever(stop)
+    db.dispose()
+
+
+def run_workers(settings: Settings) -> None:
+    """``dicomnode worker``: a supervisor of ``worker.processes`` children on this host (at least one), with
+    the same job timeout and restart backoff as in ``serve``; runs until SIGTERM or SIGINT."""
+    db = open_database(settings)
+    settings.node.data_dir.mkdir(parents=True, exist_ok=True)
+    settings_file = write_child_settings(settings, settings.node.data_dir / "run" / f"worker-{os.getpid()}.json")
+    supervisor = WorkerSupervisor(settings, db, settings_file, max(1, settings.worker.processes))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    log.info("workers_started count=%d pid=%d", len(supervisor.slots), os.getpid())
+    supervisor.run_forever(stop)
+    settings_file.unlink(missing_ok=True)
     db.dispose()

@@ -34,9 +34,9 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from dicomnode.dispatch.destination import Destination, validate_ae_title
+from dicomnode import dimse as st
+from dicomnode.addresses import Destination, validate_ae_title
 from dicomnode.errors import QueryRetrieveError, StoreError, ValidationError
-from dicomnode.scp import status as st
 from dicomnode.store import validate_uid
 
 logger = logging.getLogger(__name__)

@@ -112,6 +112,8 @@ class Series(Base):
     completed_at: Mapped[dt.datetime | None] = mapped_column()
     complete_reason: Mapped[CompletionReason | None] = mapped_column(_enum(CompletionReason))
     last_association_id: Mapped[str] = mapped_column(String(36), default="")
+    # Why the last completion or routing of this series failed (others go on; it is retried next pass).
+    last_error: Mapped[str | None] = mapped_column(Text)
     # The routing facts (dicomnode.routing.facts.SeriesFacts.to_dict) of the first instance.
     facts: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
@@ -146,6 +148,9 @@ class Instance(Base):
     association_id: Mapped[str] = mapped_column(String(36), default="", index=True)
     received_count: Mapped[int] = mapped_column(Integer, default=1)
     received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # The series completion version this instance first belonged to; None while its series is receiving.
+    # A job of version n loads exactly the instances of versions <= n (a snapshot, not whatever arrived since).
+    version: Mapped[int | None] = mapped_column(Integer, index=True)
 
     series: Mapped[Series] = relationship(back_populates="instances")
 
@@ -176,6 +181,9 @@ class Job(Base):
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
     series_id: Mapped[int | None] = mapped_column(ForeignKey("series.id"), index=True)
     series_version: Mapped[int] = mapped_column(Integer, default=1)
+    # The version its results carry (series description "v2", predecessor reference): the series version,
+    # or higher for an explicit re-run of an analysis that already succeeded.
+    result_version: Mapped[int] = mapped_column(Integer, default=1)
     rule: Mapped[str] = mapped_column(String(128), default="")
     state: Mapped[JobState] = mapped_column(_enum(JobState), default=JobState.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -249,8 +257,26 @@ class Delivery(Base):
     last_status: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     delivered_at: Mapped[dt.datetime | None] = mapped_column()
+    # A dispatcher claims deliveries like workers claim jobs: only the lease owner sends them.
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column()
 
     job: Mapped[Job] = relationship(back_populates="deliveries")
+
+
+class WorkerProcess(Base):
+    """A worker process as its supervisor and the process itself report it: what it can run, when it was
+    last alive, and why it was restarted (a crash loop is visible, not silent)."""
+
+    __tablename__ = "workers"
+
+    owner: Mapped[str] = mapped_column(String(128), primary_key=True)  # host:pid
+    host: Mapped[str] = mapped_column(String(128), default="")
+    pipelines: Mapped[list[str]] = mapped_column(JSON, default=list)
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    state: Mapped[str] = mapped_column(String(24), default="running")  # running, exited
+    detail: Mapped[str] = mapped_column(Text, default="")
 
 
 class DestinationState(Base):

@@ -30,6 +30,7 @@ from dicomnode.db.models import (
     SeriesCompletion,
     SeriesState,
     Study,
+    WorkerProcess,
     utcnow,
 )
 
@@ -101,8 +102,13 @@ def _get_or_create_series(session: Session, rec: InstanceRecord, study: Study) -
     return series
 
 
-def record_instance(session: Session, rec: InstanceRecord) -> tuple[Instance, bool]:
-    """Record a stored instance; returns (row, is_new). A series that was complete is re-opened."""
+def record_instance(session: Session, rec: InstanceRecord, *, replaced: bool = False) -> tuple[Instance, bool]:
+    """Record a stored instance; returns (row, is_new). A new instance re-opens a complete series.
+
+    A second copy of a known instance is counted (``received_count``); when the node's duplicate policy
+    replaced the stored file (``replaced``), the copy counts as new data: its series re-opens, it is
+    analysed and forwarded again as part of the next version.
+    """
     now = utcnow()
     study = _get_or_create_study(session, rec)
     series = _get_or_create_series(session, rec, study)
@@ -118,6 +124,7 @@ def record_instance(session: Session, rec: InstanceRecord) -> tuple[Instance, bo
             size=rec.size,
             calling_ae=rec.calling_ae,
             association_id=rec.association_id,
+            received_at=now,
         )
         session.add(instance)
         # Counted in SQL, not in Python: parallel associations storing into one series must not lose counts.
@@ -130,14 +137,19 @@ def record_instance(session: Session, rec: InstanceRecord) -> tuple[Instance, bo
         session.expire(series, ["instance_count", "frame_count"])
     else:
         instance.received_count += 1
-        instance.path, instance.size, instance.received_at = rec.path, rec.size, now
-        instance.transfer_syntax_uid = rec.transfer_syntax_uid
-    if series.state is SeriesState.COMPLETE and is_new:
+        if replaced:
+            instance.path, instance.size, instance.received_at = rec.path, rec.size, now
+            instance.transfer_syntax_uid = rec.transfer_syntax_uid
+            instance.association_id = rec.association_id
+            instance.version = None  # part of the next version of its series
+    changed = is_new or replaced
+    if series.state is SeriesState.COMPLETE and changed:
         # Late arrivals re-open the series: it completes again, as a new version with new results.
         series.state = SeriesState.RECEIVING
-        log.info("series_reopened series=%s version=%d", series.series_instance_uid, series.version)
-    series.last_received_at = now
-    series.last_association_id = rec.association_id
+        log.info("series_reopened series_id=%d version=%d", series.id, series.version)
+    if changed:
+        series.last_received_at = now
+        series.last_association_id = rec.association_id
     session.flush()
     return instance, is_new
 
@@ -159,51 +171,89 @@ class Completed:
     reason: CompletionReason
 
 
-def complete_due_series(
+def receiving_series_ids(session: Session) -> list[int]:
+    """The series still receiving (candidates for completion), without locking anything."""
+    return list(session.scalars(select(Series.id).where(Series.state == SeriesState.RECEIVING).order_by(Series.id)))
+
+
+def _senders_done(session: Session, series: Series, before: dt.datetime) -> bool:
+    """Whether every association that carried an instance of this series since its last completion has
+    ended before ``before`` (with parallel senders, the first to close must not complete the series)."""
+    pending = select(Instance.association_id).where(Instance.series_id == series.id, Instance.version.is_(None))
+    carriers = set(session.scalars(pending.distinct())) | {series.last_association_id}
+    carriers.discard("")
+    if not carriers:
+        return False
+    ended = session.execute(select(Association.id, Association.ended_at).where(Association.id.in_(carriers))).all()
+    return len(ended) == len(carriers) and all(at is not None and at <= before for _, at in ended)
+
+
+def complete_if_due(
     session: Session,
+    series_id: int,
     *,
     quiet_seconds: float,
     association_end: bool,
     association_grace_seconds: float,
+    is_postgres: bool,
     now: dt.datetime | None = None,
-) -> list[Completed]:
-    """Declare complete every receiving series that has been quiet long enough, or whose sending association
-    ended (after a short grace period, for modalities that open one association per image)."""
+) -> Completed | None:
+    """Declare one receiving series complete when it has been quiet long enough, or when every association
+    that sent it has ended (after a short grace period, for modalities that open one association per image).
+    Locks only this series' row (one short transaction per series)."""
     now = now or utcnow()
-    done: list[Completed] = []
-    receiving = session.scalars(select(Series).where(Series.state == SeriesState.RECEIVING).with_for_update()).all()
-    for series in receiving:
-        reason: CompletionReason | None = None
-        if series.last_received_at <= now - dt.timedelta(seconds=quiet_seconds):
-            reason = CompletionReason.QUIET_PERIOD
-        elif association_end and series.last_received_at <= now - dt.timedelta(seconds=association_grace_seconds):
-            ended = session.scalar(select(Association.ended_at).where(Association.id == series.last_association_id))
-            if ended is not None and ended <= now - dt.timedelta(seconds=association_grace_seconds):
-                reason = CompletionReason.ASSOCIATION_END
-        if reason is None:
-            continue
-        done.append(mark_complete(session, series, reason, now))
-    return done
+    query = select(Series).where(Series.id == series_id, Series.state == SeriesState.RECEIVING)
+    series = session.scalars(query.with_for_update() if is_postgres else query).first()
+    if series is None:
+        return None
+    reason: CompletionReason | None = None
+    grace = now - dt.timedelta(seconds=association_grace_seconds)
+    if series.last_received_at <= now - dt.timedelta(seconds=quiet_seconds):
+        reason = CompletionReason.QUIET_PERIOD
+    elif association_end and series.last_received_at <= grace and _senders_done(session, series, grace):
+        reason = CompletionReason.ASSOCIATION_END
+    return mark_complete(session, series, reason, now) if reason else None
 
 
 def mark_complete(session: Session, series: Series, reason: CompletionReason, now: dt.datetime) -> Completed:
+    """Complete ``series`` as a new version; the instances received since the last completion belong to it
+    (the snapshot its jobs load)."""
     series.state = SeriesState.COMPLETE
     series.version += 1
     series.completed_at = now
     series.complete_reason = reason
+    series.last_error = None
+    session.execute(
+        update(Instance)
+        .where(Instance.series_id == series.id, Instance.version.is_(None))
+        .values(version=series.version)
+        .execution_options(synchronize_session=False)
+    )
+    count = session.scalar(select(func.count()).select_from(Instance).where(Instance.series_id == series.id)) or 0
     session.add(
-        SeriesCompletion(
-            series_id=series.id, version=series.version, reason=reason, instance_count=series.instance_count, at=now
-        )
+        SeriesCompletion(series_id=series.id, version=series.version, reason=reason, instance_count=count, at=now)
     )
     log.info(
         "series_complete series=%s version=%d reason=%s instances=%d",
         series.series_instance_uid,
         series.version,
         reason.value,
-        series.instance_count,
+        count,
     )
     return Completed(series.id, series.study_id, series.version, reason)
+
+
+def reset_quiet_timers(session: Session, now: dt.datetime | None = None) -> int:
+    """At start-up: the node's own downtime is not quiet time. Receiving series restart their quiet period
+    (a series interrupted by a crash must not complete with half its images); returns how many."""
+    result = session.execute(
+        update(Series).where(Series.state == SeriesState.RECEIVING).values(last_received_at=now or utcnow())
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def record_series_error(session: Session, series_id: int, error: str) -> None:
+    session.execute(update(Series).where(Series.id == series_id).values(last_error=error[:4000]))
 
 
 def study_is_complete(session: Session, study_id: int) -> bool:
@@ -242,6 +292,7 @@ def enqueue_job(
         study_id=study_id,
         series_id=series_id,
         series_version=series_version,
+        result_version=series_version,
         rule=rule,
         max_attempts=max_attempts,
         state=state,
@@ -272,9 +323,10 @@ def claim_job(
     if not pipelines:
         return None
     now = now or utcnow()
+    fail_exhausted_leases(session, now=now, is_postgres=is_postgres)
     runnable = or_(
         and_(Job.state == JobState.PENDING, Job.run_after <= now),
-        and_(Job.state == JobState.RUNNING, Job.lease_expires_at < now),
+        and_(Job.state == JobState.RUNNING, Job.lease_expires_at < now, Job.attempts < Job.max_attempts),
     )
     query = (
         select(Job)
@@ -296,6 +348,27 @@ def claim_job(
     add_event(session, job, "reclaimed" if reclaimed else "claimed", f"owner={owner} attempt={job.attempts}")
     session.flush()
     return job
+
+
+def fail_exhausted_leases(session: Session, *, now: dt.datetime, is_postgres: bool) -> list[Job]:
+    """A job whose worker died on its last allowed attempt (lease expired, attempts used up) is FAILED with
+    that reason, never claimed again: a model that segfaults or is OOM-killed every time ends."""
+    query = select(Job).where(
+        Job.kind == JobKind.PIPELINE,
+        Job.state == JobState.RUNNING,
+        Job.lease_expires_at < now,
+        Job.attempts >= Job.max_attempts,
+    )
+    if is_postgres:
+        query = query.with_for_update(skip_locked=True)
+    jobs = list(session.scalars(query))
+    for job in jobs:
+        job.error = f"worker died {job.attempts} times (lease expired each time; last worker {job.lease_owner})"
+        job.state, job.finished_at = JobState.FAILED, now
+        job.lease_owner, job.lease_expires_at = None, None
+        add_event(session, job, "failed", job.error)
+        fail_dependents(session, job)
+    return jobs
 
 
 def renew_lease(session: Session, job_id: int, owner: str, lease_seconds: float) -> bool:
@@ -388,18 +461,81 @@ def add_deliveries(session: Session, job: Job, destination: str, items: Sequence
     return count
 
 
-def delivered_elsewhere(session: Session, destination: str, sop_uids: Sequence[str]) -> set[str]:
-    """SOP instances already accepted by ``destination`` (so a re-opened series forwards only new ones)."""
+def queued_or_delivered(session: Session, destination: str, sop_uids: Sequence[str]) -> set[str]:
+    """SOP instances already queued for ``destination``, or accepted there since they were last received
+    (a re-opened series forwards only what is new or replaced; nothing pending is queued twice)."""
     if not sop_uids:
         return set()
-    rows = session.scalars(
-        select(Delivery.sop_instance_uid).where(
+    pending = select(Delivery.sop_instance_uid).where(
+        Delivery.destination == destination,
+        Delivery.state == DeliveryState.PENDING,
+        Delivery.sop_instance_uid.in_(list(sop_uids)),
+    )
+    delivered = (
+        select(Delivery.sop_instance_uid)
+        .join(Instance, Instance.sop_instance_uid == Delivery.sop_instance_uid)
+        .where(
             Delivery.destination == destination,
             Delivery.state == DeliveryState.DONE,
+            Delivery.delivered_at >= Instance.received_at,
             Delivery.sop_instance_uid.in_(list(sop_uids)),
         )
     )
-    return set(rows)
+    return set(session.scalars(pending)) | set(session.scalars(delivered))
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    id: int
+    destination: str
+    sop_instance_uid: str
+    path: str
+
+
+def claim_deliveries(
+    session: Session,
+    *,
+    owner: str,
+    lease_seconds: float,
+    limit: int,
+    is_postgres: bool,
+    now: dt.datetime | None = None,
+) -> list[ClaimedDelivery]:
+    """Claim due deliveries (PENDING, due, not leased or lease expired) of destinations not backing off.
+    Like jobs: FOR UPDATE SKIP LOCKED on Postgres, so two dispatchers never send the same object."""
+    now = now or utcnow()
+    backing_off = select(DestinationState.name).where(DestinationState.backoff_until > now)
+    query = (
+        select(Delivery)
+        .where(
+            Delivery.state == DeliveryState.PENDING,
+            Delivery.next_attempt_at <= now,
+            or_(Delivery.lease_expires_at.is_(None), Delivery.lease_expires_at < now),
+            Delivery.destination.not_in(backing_off),
+        )
+        .order_by(Delivery.id)
+        .limit(limit)
+    )
+    if is_postgres:
+        query = query.with_for_update(skip_locked=True)
+    claimed = []
+    for delivery in session.scalars(query):
+        delivery.lease_owner = owner
+        delivery.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
+        claimed.append(ClaimedDelivery(delivery.id, delivery.destination, delivery.sop_instance_uid, delivery.path))
+    return claimed
+
+
+def fail_deliveries_to(session: Session, destination: str, reason: str) -> int:
+    """Every pending delivery to ``destination`` fails for good with ``reason`` (a destination removed from
+    the configuration: its deliveries end, the others go on)."""
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.destination == destination, Delivery.state == DeliveryState.PENDING)
+        .values(state=DeliveryState.FAILED, error=reason[:4000], lease_owner=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def settle_delivering_jobs(session: Session) -> list[Job]:
@@ -425,6 +561,35 @@ def settle_delivering_jobs(session: Session) -> list[Job]:
             add_event(session, job, "done", f"{counts.get(DeliveryState.DONE, 0)} deliveries accepted")
         finished.append(job)
     return finished
+
+
+# ------------------------------------------------------------------------------------------- workers
+def heartbeat(session: Session, owner: str, pipelines: Sequence[str], now: dt.datetime | None = None) -> None:
+    """A worker says it is alive and what it can run (so a job nobody can run shows why it waits)."""
+    now = now or utcnow()
+    row = session.get(WorkerProcess, owner)
+    if row is None:
+        host = owner.rpartition(":")[0]
+        session.add(WorkerProcess(owner=owner, host=host, pipelines=list(pipelines), started_at=now, heartbeat_at=now))
+        return
+    row.heartbeat_at, row.state = now, "running"
+    if row.pipelines != list(pipelines):
+        row.pipelines = list(pipelines)
+
+
+def worker_exited(session: Session, owner: str, detail: str) -> None:
+    row = session.get(WorkerProcess, owner)
+    if row is not None:
+        row.state, row.detail = "exited", detail[:4000]
+
+
+def live_workers(session: Session, *, within_seconds: float, now: dt.datetime | None = None) -> list[WorkerProcess]:
+    since = (now or utcnow()) - dt.timedelta(seconds=within_seconds)
+    return list(
+        session.scalars(
+            select(WorkerProcess).where(WorkerProcess.state == "running", WorkerProcess.heartbeat_at >= since)
+        )
+    )
 
 
 def destination_state(session: Session, name: str) -> DestinationState:

@@ -1,7 +1,6 @@
 """The sending side: C-STORE SCU with status classification and retry backoff."""
 
-from dicomnode.dispatch.destination import Destination
 from dicomnode.dispatch.policy import Outcome, backoff_delay, classify_status
 from dicomnode.dispatch.scu import SendOutcome, StoreSCU
 
-__all__ = ["Destination", "Outcome", "SendOutcome", "StoreSCU", "backoff_delay", "classify_status"]
+__all__ = ["Outcome", "SendOutcome", "StoreSCU", "backoff_delay", "classify_status"]

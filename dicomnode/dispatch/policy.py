@@ -15,8 +15,8 @@ from __future__ import annotations
 import enum
 import random
 
+from dicomnode import dimse as st
 from dicomnode.errors import ValidationError
-from dicomnode.scp import status as st
 
 
 class Outcome(enum.Enum):

@@ -22,7 +22,7 @@ from pynetdicom.events import Event
 from pynetdicom.pdu import A_ASSOCIATE_RJ
 from pynetdicom.presentation import PresentationContext, build_context
 
-from dicomnode.dispatch.destination import Destination, validate_ae_title
+from dicomnode.addresses import Destination, validate_ae_title
 from dicomnode.dispatch.policy import Outcome, classify_status
 from dicomnode.scp.contexts import UNCOMPRESSED_LITTLE_ENDIAN
 

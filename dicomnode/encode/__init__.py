@@ -15,11 +15,13 @@ from pathlib import Path
 import highdicom as hd
 from pydicom import Dataset
 
+from dicomnode import __version__
 from dicomnode.encode.seg import EncodedSeg, SeriesInfo, build_segs
 from dicomnode.encode.sources import SourceIndex
 from dicomnode.encode.sr import SrInputs, build_sr
 from dicomnode.encode.summary import build_summary
 from dicomnode.errors import EncodeError
+from dicomnode.imaging.headers import NODE_MANUFACTURER
 from dicomnode.plugins.api import OutputKind, PipelineResult
 
 __all__ = ["EncodedObject", "encode_result", "series_description"]
@@ -46,6 +48,14 @@ def series_description(pipeline_name: str, kind: OutputKind, version: int, part:
     """E.g. "lung_longitudinal SR" for version 1, "lung_longitudinal SEG bones v2" after a re-analysis."""
     text = f"{pipeline_name} {kind.value}" + (f" {part}" if part else "") + (f" v{version}" if version > 1 else "")
     return text[:64]
+
+
+def _identify(ds: Dataset, pipeline_name: str, pipeline_version: str) -> None:
+    """The equipment of everything the node writes: recognisable when a PACS sends it back to us."""
+    ds.Manufacturer = NODE_MANUFACTURER
+    ds.ManufacturerModelName = pipeline_name[:64]
+    ds.SoftwareVersions = [f"{NODE_MANUFACTURER} {__version__}"[:64], f"{pipeline_name} {pipeline_version}"[:64]]
+    ds.DeviceSerialNumber = f"{pipeline_name}-{pipeline_version}"[:64]
 
 
 def _write(ds: Dataset, kind: OutputKind, out_dir: Path) -> EncodedObject:
@@ -112,10 +122,14 @@ def encode_result(
             part = label_map.name if len(result.label_maps) > 1 else ""
             encoded = build_segs(label_map, index, result.groups, info(OutputKind.SEG, part, 3 * k))
             segs.extend(encoded)
-            written.extend(_write(seg.dataset, OutputKind.SEG, out_dir) for seg in encoded)
+            for seg in encoded:
+                _identify(seg.dataset, pipeline_name, pipeline_version)
+                written.append(_write(seg.dataset, OutputKind.SEG, out_dir))
     if OutputKind.SR in wanted:
         inputs = SrInputs(index, segs, info(OutputKind.SR), body_part, predecessor_sr, prior_datasets)
-        written.append(_write(build_sr(result, inputs), OutputKind.SR, out_dir))
+        sr = build_sr(result, inputs)
+        _identify(sr, pipeline_name, pipeline_version)
+        written.append(_write(sr, OutputKind.SR, out_dir))
     if OutputKind.SUMMARY in wanted:
         written.append(
             _write(build_summary(result, index.first, info(OutputKind.SUMMARY)), OutputKind.SUMMARY, out_dir)

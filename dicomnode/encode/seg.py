@@ -27,7 +27,7 @@ from dicomnode import __version__
 from dicomnode.encode.codes import coded, seg_algorithm_identification
 from dicomnode.encode.sources import SourceIndex
 from dicomnode.errors import EncodeError
-from dicomnode.imaging.geometry import frame_geometry, has_geometry
+from dicomnode.imaging.geometry import frame_geometry, frame_timing, has_geometry
 from dicomnode.imaging.headers import number_of_frames, pixel_spacing, slice_thickness
 from dicomnode.plugins.api import FindingGroup, FrameSource, LabelMap, ProducedBy, Segment, stable_uid
 
@@ -245,10 +245,11 @@ def build_segs(
     parts = _partition(label_map, index)
     encoded = []
     for number, part in enumerate(parts, start=1):
-        trigger = index.frame(label_map.sources[part.planes[0]]).get("TriggerTime")
+        first = label_map.sources[part.planes[0]]
+        trigger, _ = frame_timing(index.frame(first), first.frame_number - 1)
         label = f"{info.pipeline_name} {label_map.name}"
         if len(parts) > 1:
-            label += f" t{part.layer + 1}" + (f" ({float(trigger):g} ms)" if trigger not in (None, "") else "")
+            label += f" t{part.layer + 1}" + (f" ({trigger:g} ms)" if trigger is not None else "")
         try:
             seg = hd.seg.Segmentation(
                 source_images=part.source_images,

@@ -20,6 +20,7 @@ from dicomnode.errors import PipelineInputError
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "NODE_MANUFACTURER",
     "float_tuple",
     "has_pixels",
     "instance_number",
@@ -31,6 +32,7 @@ __all__ = [
     "slice_thickness",
     "sop_class_uid",
     "sort_by_instance_number",
+    "written_by_node",
 ]
 
 
@@ -100,6 +102,19 @@ def slice_thickness(ds: Dataset) -> float | None:
     except (TypeError, ValueError):
         return None
     return thickness if thickness > 0 else None
+
+
+NODE_MANUFACTURER = "dicomnode"
+
+
+def written_by_node(ds: Dataset) -> bool:
+    """Whether this node wrote the object (its SR, SEG, summary): the Manufacturer and SoftwareVersions
+    the encoder sets on everything it writes."""
+    if str(ds.get("Manufacturer", "") or "").strip() != NODE_MANUFACTURER:
+        return False
+    versions: Any = ds.get("SoftwareVersions", "") or ""
+    values = [versions] if isinstance(versions, str) else list(versions)
+    return any(str(v).startswith(NODE_MANUFACTURER) for v in values)
 
 
 def read_header(path: Path) -> Dataset:

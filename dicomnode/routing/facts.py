@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from dicomnode.errors import ValidationError
 from dicomnode.imaging.cine import time_point_count
-from dicomnode.imaging.headers import number_of_frames, sop_class_uid
+from dicomnode.imaging.headers import number_of_frames, sop_class_uid, written_by_node
 from dicomnode.routing.bodypart import normalise_body_part
 
 if TYPE_CHECKING:
@@ -72,10 +72,12 @@ class SeriesFacts:
     called_ae: str
     instance_count: int
     slice_thickness_mm: float | None
-    frame_count: int
-    time_points: int
     series_instance_uid: str
     study_instance_uid: str
+    frame_count: int = 0
+    time_points: int = 1
+    # Written by this node (our SR, SEG or summary sent back by a PACS): routed, never analysed.
+    own_output: bool = False
 
     def __post_init__(self) -> None:
         for name in ("instance_count", "frame_count", "time_points"):
@@ -114,6 +116,7 @@ class SeriesFacts:
             slice_thickness_mm=_slice_thickness(ds),
             frame_count=frame_count if frame_count is not None else instance_count * number_of_frames(ds),
             time_points=time_points if time_points is not None else declared_time_points(ds),
+            own_output=written_by_node(ds),
             series_instance_uid=_text(ds, "SeriesInstanceUID"),
             study_instance_uid=_text(ds, "StudyInstanceUID"),
         )
@@ -128,8 +131,9 @@ class SeriesFacts:
     def from_dict(cls, data: Mapping[str, Any]) -> SeriesFacts:
         """Inverse of :meth:`to_dict`; unknown keys are rejected, missing ones named."""
         names = {f.name for f in fields(cls)}
+        required = {f.name for f in fields(cls) if f.default is MISSING}
         unknown = sorted(set(data) - names)
-        missing = sorted(names - set(data))
+        missing = sorted(required - set(data))
         if unknown or missing:
             raise ValidationError(f"SeriesFacts.from_dict: unknown keys {unknown}, missing keys {missing}")
         values = dict(data)
@@ -137,7 +141,8 @@ class SeriesFacts:
         thickness = values["slice_thickness_mm"]
         values["slice_thickness_mm"] = None if thickness is None else float(thickness)
         for name in ("instance_count", "frame_count", "time_points"):
-            values[name] = int(values[name])
+            if name in values:
+                values[name] = int(values[name])
         return cls(**values)
 
 

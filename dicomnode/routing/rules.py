@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from dicomnode.dispatch.destination import Destination
+from dicomnode.addresses import Destination
 from dicomnode.errors import ConfigError
 from dicomnode.routing.bodypart import BODY_PARTS, canonical_body_part
 from dicomnode.routing.facts import SeriesFacts

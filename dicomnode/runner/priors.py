@@ -71,7 +71,7 @@ class PriorFinder:
                 if len(found) >= limit or _too_old(prior.study_date, study.study_date, max_age):
                     break
                 paths = [
-                    Path(p)
+                    self.settings.resolve(p)
                     for p in session.scalars(select(Instance.path).join(Series).where(Series.study_id == prior.id))
                 ]
                 series = [s for s in group_series(read_headers(paths)) if _accepts(spec, s)]
@@ -88,12 +88,17 @@ class PriorFinder:
                     .limit(1)
                 )
                 found.append(
-                    PriorStudy(prior.study_instance_uid, prior.study_date, series, previous_result(result_path))
+                    PriorStudy(
+                        prior.study_instance_uid,
+                        prior.study_date,
+                        series,
+                        previous_result(str(self.settings.resolve(result_path)) if result_path else None),
+                    )
                 )
         return found
 
     def _from_pacs(self, spec: PriorSpec, study: Study, known: set[str], limit: int, max_age: int) -> list[PriorStudy]:
-        from dicomnode.dispatch import Destination
+        from dicomnode.addresses import Destination
         from dicomnode.qr import find_studies, get_study
 
         pacs = Destination.parse(self.settings.priors.pacs)

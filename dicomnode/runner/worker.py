@@ -38,6 +38,11 @@ from dicomnode.runner.priors import PriorFinder
 log = logging.getLogger(__name__)
 
 
+# How often an idle worker says it is alive; a worker silent for LIVE_SECONDS is taken for gone.
+HEARTBEAT_SECONDS = 5.0
+LIVE_SECONDS = 30.0
+
+
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -76,6 +81,7 @@ class Worker:
         self.host = PipelineHost(settings, registry)
         self.owner = owner or worker_id()
         self.priors = PriorFinder(settings, db)
+        self._last_heartbeat = 0.0
 
     @property
     def runnable(self) -> list[str]:
@@ -93,9 +99,17 @@ class Worker:
                 worked = False
             if not worked:
                 stop.wait(self.settings.worker.poll_seconds)
+        try:
+            with self.db.session() as session:
+                repo.worker_exited(session, self.owner, "stopped")
+        except Exception:  # best effort: a stale heartbeat says the same after a while
+            log.warning("worker_exit_not_recorded owner=%s", self.owner)
 
     def run_once(self) -> bool:
         with self.db.session() as session:
+            if time.monotonic() - self._last_heartbeat >= HEARTBEAT_SECONDS:
+                repo.heartbeat(session, self.owner, self.runnable)
+                self._last_heartbeat = time.monotonic()
             job = repo.claim_job(
                 session,
                 owner=self.owner,
@@ -105,32 +119,39 @@ class Worker:
             )
             if job is None:
                 return False
-            job_id = job.id
-        self.execute(job_id)
+            job_id, attempt = job.id, job.attempts
+        self.execute(job_id, attempt)
         return True
 
     # ---------------------------------------------------------------------------------- one job
-    def execute(self, job_id: int) -> None:
+    def execute(self, job_id: int, attempt: int) -> None:
+        """Run one claimed attempt; every state change is conditional on (job, attempt, owner)."""
         started = time.monotonic()
         try:
             with _LeaseKeeper(self.db, job_id, self.owner, self.settings.worker.lease_seconds):
-                self._execute(job_id)
+                self._execute(job_id, attempt)
         except DicomNodeError as exc:
             retryable = not isinstance(exc, PipelineInputError | PluginError)
-            self._fail(job_id, f"{type(exc).__name__}: {exc}", retryable=retryable)
+            self._fail(job_id, attempt, f"{type(exc).__name__}: {exc}", retryable=retryable)
         except Exception as exc:  # anything else is a bug: record it on the job, keep the worker alive
             log.exception("job_crashed job=%d", job_id)
-            self._fail(job_id, f"{type(exc).__name__}: {exc}", retryable=True)
+            self._fail(job_id, attempt, f"{type(exc).__name__}: {exc}", retryable=True)
         log.info("job_processed job=%d seconds=%.2f", job_id, time.monotonic() - started)
 
-    def _fail(self, job_id: int, error: str, *, retryable: bool) -> None:
+    def _owned(self, job: Job, attempt: int) -> bool:
+        """Whether this worker still holds this attempt of the job (a lost lease may have been taken over)."""
+        return job.state is JobState.RUNNING and job.lease_owner == self.owner and job.attempts == attempt
+
+    def _fail(self, job_id: int, attempt: int, error: str, *, retryable: bool) -> None:
         log.warning("job_attempt_failed job=%d error=%s", job_id, error)
         with self.db.session() as session:
             job = session.get(Job, job_id)
-            if job is not None and job.state is JobState.RUNNING and job.lease_owner == self.owner:
-                repo.fail_attempt(
-                    session, job, error, retry_base_seconds=self.settings.worker.retry_base_seconds, retryable=retryable
-                )
+            if job is None or not self._owned(job, attempt):
+                log.warning("job_lost_lease job=%d attempt=%d: failure not recorded", job_id, attempt)
+                return
+            repo.fail_attempt(
+                session, job, error, retry_base_seconds=self.settings.worker.retry_base_seconds, retryable=retryable
+            )
 
     def _load_inputs(self, job: Job) -> tuple[list[ImageSeries], Study]:
         """The job's series as headers (pixel data is read only when the pipeline asks for it)."""
@@ -143,7 +164,11 @@ class Worker:
                 if job.series_id is not None
                 else list(session.scalars(select(Series.id).where(Series.study_id == job.study_id)))
             )
-            paths = [Path(p) for p in session.scalars(select(Instance.path).where(Instance.series_id.in_(series_ids)))]
+            snapshot = (
+                Instance.version <= job.series_version if job.series_id is not None else Instance.version.is_not(None)
+            )
+            query = select(Instance.path).where(Instance.series_id.in_(series_ids), snapshot)
+            paths = [self.settings.resolve(p) for p in session.scalars(query)]
         series = group_series(read_headers(paths))
         if not series:
             raise PipelineInputError(f"job {job.id}: no readable images")
@@ -155,16 +180,20 @@ class Worker:
             return {}
         with self.db.session() as session:
             rows = session.execute(select(Job.pipeline, Job.result_path).where(Job.id.in_(job.depends_on))).all()
-        results = {name: load_result(Path(path)) for name, path in rows if path and Path(path).is_file()}
+        results = {
+            name: load_result(self.settings.resolve(path))
+            for name, path in rows
+            if path and self.settings.resolve(path).is_file()
+        }
         missing = [name for name in required_pipelines(pipeline) if name not in results]
         if missing:
             raise PipelineInputError(f"job {job.id}: no stored result of upstream {', '.join(missing)}")
         return results
 
-    def _execute(self, job_id: int) -> None:
+    def _execute(self, job_id: int, attempt: int) -> None:
         with self.db.session() as session:
             job = session.get(Job, job_id)
-            if job is None or job.state is not JobState.RUNNING or job.lease_owner != self.owner:
+            if job is None or not self._owned(job, attempt):
                 return
             session.expunge(job)
         pipeline = self.registry.get(job.pipeline)
@@ -189,15 +218,15 @@ class Worker:
             series,
             priors,
             work_dir,
-            series_number=9000 + 10 * (job.series_version - 1),
-            version=job.series_version,
+            series_number=9000 + 10 * (job.result_version - 1),
+            version=job.result_version,
             predecessor_sr=self._predecessor_sr(job),
         )
-        self._record(job, result, objects, work_dir / "result.json", run_seconds)
+        self._record(job, attempt, result, objects, work_dir / "result.json", run_seconds)
 
     def _predecessor_sr(self, job: Job) -> pydicom.Dataset | None:
-        """The SR of the previous version of the same pipeline on the same series (re-opened series)."""
-        if job.series_version <= 1:
+        """The SR of the previous version of the same pipeline on the same series (re-opened or re-run)."""
+        if job.result_version <= 1:
             return None
         with self.db.session() as session:
             path = session.scalar(
@@ -207,23 +236,31 @@ class Worker:
                     Job.pipeline == job.pipeline,
                     Job.series_id == job.series_id,
                     Job.study_id == job.study_id,
-                    Job.series_version < job.series_version,
+                    Job.result_version < job.result_version,
                     Output.kind == "SR",
                 )
-                .order_by(Job.series_version.desc())
+                .order_by(Job.result_version.desc())
                 .limit(1)
             )
-        return pydicom.dcmread(path) if path and Path(path).is_file() else None
+        resolved = self.settings.resolve(path) if path else None
+        return pydicom.dcmread(resolved) if resolved and resolved.is_file() else None
 
     def _record(
-        self, job: Job, result: PipelineResult, objects: list[EncodedObject], result_path: Path, run_seconds: float
+        self,
+        job: Job,
+        attempt: int,
+        result: PipelineResult,
+        objects: list[EncodedObject],
+        result_path: Path,
+        run_seconds: float,
     ) -> None:
         destinations = [d for d in self.settings.destinations if d.results]
         produced_by = result.overall_produced_by.value
+        stored = self.settings.stored_path
         with self.db.session() as session:
             row = session.get(Job, job.id)
-            if row is None or row.state is not JobState.RUNNING or row.lease_owner != self.owner:
-                log.warning("job_lost_lease job=%d: results kept on disk, not recorded", job.id)
+            if row is None or not self._owned(row, attempt):
+                log.warning("job_lost_lease job=%d attempt=%d: results kept on disk, not recorded", job.id, attempt)
                 return
             for obj in objects:
                 repo.add_output(
@@ -233,13 +270,13 @@ class Worker:
                     sop_instance_uid=obj.sop_instance_uid,
                     sop_class_uid=obj.sop_class_uid,
                     series_instance_uid=obj.series_instance_uid,
-                    path=str(obj.path),
+                    path=stored(obj.path),
                 )
             for dest in destinations:
-                repo.add_deliveries(session, row, dest.name, [(o.sop_instance_uid, str(o.path)) for o in objects])
+                repo.add_deliveries(session, row, dest.name, [(o.sop_instance_uid, stored(o.path)) for o in objects])
             row.produced_by = produced_by
             row.outcome = result.outcome.value
-            row.result_path = str(result_path)
+            row.result_path = stored(result_path)
             row.processed_at = utcnow()
             row.lease_owner, row.lease_expires_at = None, None
             kinds = ", ".join(o.kind.value for o in objects)

@@ -17,8 +17,8 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
+from dicomnode import dimse as status
 from dicomnode.errors import StoreError, StoreFullError, ValidationError
-from dicomnode.scp import status
 from dicomnode.store import InstanceStore
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class ReceivedInstance:
     called_ae: str
     association_id: str
     header: Dataset  # without pixel data, for routing and the database rows
+    replaced: bool = False  # a copy of an instance already stored replaced it (duplicate policy "replace")
 
 
 class InstanceSink(Protocol):
@@ -91,9 +92,10 @@ def parse_header(file_bytes: bytes, little_endian: bool, deflated: bool) -> Data
 class StoreHandler:
     """The C-STORE handler and the association notifications, bound to one store and one sink."""
 
-    def __init__(self, store: InstanceStore, sink: InstanceSink) -> None:
+    def __init__(self, store: InstanceStore, sink: InstanceSink, *, replace_duplicates: bool = False) -> None:
         self.store = store
         self.sink = sink
+        self.replace_duplicates = replace_duplicates
 
     def handle_store(self, event: Event, association_id: str) -> int:
         """pynetdicom EVT_C_STORE handler: returns a DIMSE status, never raises."""
@@ -109,9 +111,12 @@ class StoreHandler:
         tsyntax = event.context.transfer_syntax
         try:
             header = parse_header(file_bytes, tsyntax.is_little_endian, tsyntax == DeflatedExplicitVRLittleEndian)
-            path = self.store.write_atomic(
-                str(header.StudyInstanceUID), str(header.SeriesInstanceUID), str(header.SOPInstanceUID), file_bytes
-            )
+            uids = (str(header.StudyInstanceUID), str(header.SeriesInstanceUID), str(header.SOPInstanceUID))
+            path = self.store.path_for(*uids)
+            existed = path.is_file()
+            if not existed or self.replace_duplicates:
+                # keep_first: the stored copy stays as it is (the PACS and we hold the same bytes)
+                path = self.store.write_atomic(*uids, file_bytes)
         except ValidationError as exc:
             return self._reject(file_bytes, str(exc), calling_ae, association_id)
         except StoreFullError:
@@ -140,6 +145,7 @@ class StoreHandler:
             called_ae=str(event.assoc.acceptor.ae_title).strip(),
             association_id=association_id,
             header=header,
+            replaced=existed and self.replace_duplicates,
         )
         try:
             self.sink.instance_received(instance)

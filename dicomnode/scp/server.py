@@ -13,8 +13,8 @@ from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.transport import ThreadedAssociationServer
 
+from dicomnode import dimse as status
 from dicomnode.errors import ConfigError, ValidationError
-from dicomnode.scp import status
 from dicomnode.scp.contexts import storage_scp_contexts
 from dicomnode.scp.handlers import InstanceSink, StoreHandler
 from dicomnode.store import InstanceStore
@@ -37,6 +37,7 @@ class ScpSettings:
     dimse_timeout: float = 60
     network_timeout: float = 60
     max_pdu: int = 0  # 0: unlimited; peers then send PDUs as large as they like (fewer, faster reads)
+    replace_duplicates: bool = False  # a second copy of a stored instance replaces it (else the first stays)
 
     def __post_init__(self) -> None:
         title = self.ae_title.strip()
@@ -60,7 +61,7 @@ class StorageSCP:
         self.settings = settings
         self.store = store
         self.sink = sink
-        self._handler = StoreHandler(store, sink)
+        self._handler = StoreHandler(store, sink, replace_duplicates=settings.replace_duplicates)
         self._server: ThreadedAssociationServer | None = None
         self._association_ids: dict[Association, str] = {}
         self._lock = threading.Lock()

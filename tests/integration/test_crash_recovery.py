@@ -106,7 +106,7 @@ def test_sigkill_mid_study_and_mid_job_loses_nothing(tmp_path: Path, orthanc) ->
         assert 10 <= survived < len(files)
         with db.session() as s:
             for path in s.scalars(select(Instance.path)):
-                assert pydicom.dcmread(path).SOPInstanceUID  # every recorded instance is whole on disk
+                assert pydicom.dcmread(tmp_path / "data" / path).SOPInstanceUID  # every recorded instance is whole
 
         # Restart; the modality sends the study again (what it does after a failed association).
         node = _start(config, log)

@@ -21,34 +21,20 @@ from dicomnode.db.models import Job, JobKind, JobState, Series, SeriesCompletion
 from dicomnode.node import Node
 from tests.conftest import require_tool
 from tests.support.net import storescu, wait_for
+from tests.support.node import node_settings
 from tests.support.phantoms import write_sphere_study
 
 pytestmark = pytest.mark.integration
 
 
-def node_settings(tmp_path: Path, database_url: str, orthanc, **worker) -> Settings:
-    return Settings.model_validate(
-        {
-            "node": {"port": 0, "data_dir": str(tmp_path / "node"), "ae_title": "DICOMNODE"},
-            "database": {"url": database_url},
-            "completion": {"series_quiet_seconds": 3, "association_end_grace_seconds": 0.5, "poll_seconds": 0.2},
-            "worker": {"processes": 1, "poll_seconds": 0.2, **worker},
-            "dispatch": {"poll_seconds": 0.2, "backoff_base_seconds": 0.5},
-            "destinations": [
-                {
-                    "name": "ORTHANC",
-                    "ae_title": orthanc.aet,
-                    "host": "127.0.0.1",
-                    "port": orthanc.dicom_port,
-                    "results": True,
-                    "forward": True,
-                },
-            ],
-            "pipelines": {
-                "enabled": ["test_spheres"],
-                "extra": ["tests.support.sphere_pipeline:SpherePipeline"],
-            },
-        }
+def sphere_node(tmp_path: Path, database_url: str, orthanc, **worker) -> Settings:
+    return node_settings(
+        tmp_path,
+        database_url,
+        orthanc=orthanc,
+        pipelines=["test_spheres"],
+        extra=["tests.support.sphere_pipeline:SpherePipeline"],
+        worker=worker,
     )
 
 
@@ -66,7 +52,7 @@ def test_study_in_results_and_forwarded_images_out(tmp_path: Path, database_url:
     require_tool("storescu")
     require_tool("dciodvfy")
     files, volumes, info = write_sphere_study(tmp_path / "ct")
-    node = Node(node_settings(tmp_path, database_url, orthanc))
+    node = Node(sphere_node(tmp_path, database_url, orthanc))
     node.start()
     try:
         storescu(files, node.scp.port)
@@ -116,7 +102,7 @@ def test_study_in_results_and_forwarded_images_out(tmp_path: Path, database_url:
 def test_reopened_series_gives_a_new_version_not_a_duplicate(tmp_path: Path, orthanc) -> None:
     require_tool("storescu")
     files, _, _ = write_sphere_study(tmp_path / "ct")
-    node = Node(node_settings(tmp_path, f"sqlite:///{tmp_path / 'n.sqlite3'}", orthanc))
+    node = Node(sphere_node(tmp_path, f"sqlite:///{tmp_path / 'n.sqlite3'}", orthanc))
     node.start()
     try:
         storescu(files[:-1], node.scp.port)
@@ -133,7 +119,7 @@ def test_reopened_series_gives_a_new_version_not_a_duplicate(tmp_path: Path, ort
         with node.db.session() as s:
             jobs = s.scalars(select(Job).where(Job.kind == JobKind.PIPELINE).order_by(Job.id)).all()
             assert [j.series_version for j in jobs] == [1, 2]
-            sr_v2 = pydicom.dcmread(next(o.path for o in jobs[1].outputs if o.kind == "SR"))
+            sr_v2 = pydicom.dcmread(node.settings.resolve(next(o.path for o in jobs[1].outputs if o.kind == "SR")))
             sr_v1_uid = next(o.sop_instance_uid for o in jobs[0].outputs if o.kind == "SR")
             forwards = s.scalars(select(Job).where(Job.kind == JobKind.FORWARD).order_by(Job.id)).all()
             assert [len(f.deliveries) for f in forwards] == [len(files) - 1, 1]  # only the late image again

@@ -14,9 +14,11 @@ import pydicom
 import pytest
 from pynetdicom.dsutils import split_dataset
 
-from dicomnode.dispatch import Destination, Outcome, StoreSCU
+from dicomnode import dimse as status
+from dicomnode.addresses import Destination
+from dicomnode.dispatch import Outcome, StoreSCU
 from dicomnode.errors import StoreFullError
-from dicomnode.scp import ReceivedInstance, ScpSettings, StorageSCP, status
+from dicomnode.scp import ReceivedInstance, ScpSettings, StorageSCP
 from dicomnode.store import InstanceStore
 from dicomnode.testing.synthetic import write_ct_series
 from tests.support.orthanc import dcmtk

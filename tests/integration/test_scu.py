@@ -10,7 +10,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from dicomnode.dispatch import Destination, Outcome, StoreSCU
+from dicomnode.addresses import Destination
+from dicomnode.dispatch import Outcome, StoreSCU
 from dicomnode.scp import ScpSettings, StorageSCP
 from dicomnode.store import InstanceStore
 from dicomnode.testing.synthetic import StudyInfo, write_ct_series, write_radiograph

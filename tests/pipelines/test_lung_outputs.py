@@ -116,7 +116,7 @@ def test_served_node_compares_with_the_prior_it_analysed(studies, tmp_path: Path
     finally:
         node.stop()
     assert [j.state for j in jobs] == [JobState.DONE, JobState.DONE], [j.error for j in jobs]
-    first, second = (json.loads(Path(j.result_path).read_text()) for j in jobs)  # type: ignore[arg-type]
+    first, second = (json.loads(settings.resolve(j.result_path).read_text()) for j in jobs)  # type: ignore[arg-type]
     assert second["prior_study_uids"] == [prior_info.study_instance_uid]
     statuses = _statuses(second)
     assert sorted(statuses.values()) == EXPECTED_CHANGES
@@ -161,7 +161,7 @@ def test_served_node_fetches_the_prior_from_the_pacs(studies, tmp_path: Path, or
     finally:
         node.stop()
     assert job.state is JobState.DONE, job.error
-    doc = json.loads(Path(job.result_path).read_text())  # type: ignore[arg-type]
+    doc = json.loads(settings.resolve(job.result_path).read_text())  # type: ignore[arg-type]
     assert doc["source"]["study_instance_uid"] == current_info.study_instance_uid
     assert doc["prior_study_uids"] == [prior_info.study_instance_uid]
     assert sorted(_statuses(doc).values()) == EXPECTED_CHANGES

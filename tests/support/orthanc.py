@@ -20,7 +20,7 @@ from typing import Any
 import pydicom
 import pytest
 
-from dicomnode.dispatch import Destination
+from dicomnode.addresses import Destination
 from tests.conftest import DCMTK, require_tool
 from tests.support.net import free_port
 

@@ -31,3 +31,22 @@ def write_sphere_study(
     info = info or StudyInfo()
     hu, volumes = sphere_ct(shape)
     return write_ct_series(hu, folder, spacing=SPACING, info=info), volumes, info
+
+
+def cine_phantom(positions: int = 3, times: int = 20, size: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    """A beating bright disc: (position, time, row, column) MR values and the disc mask.
+
+    The radius follows one cardiac cycle (largest at time 0, smallest half way) and grows with the position
+    index, so each (position, time) has a different, known area. Noise keeps it from being trivially clean.
+    """
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[0:size, 0:size]
+    values = np.empty((positions, times, size, size), dtype=np.float32)
+    masks = np.zeros((positions, times, size, size), dtype=np.uint8)
+    for p in range(positions):
+        for t in range(times):
+            radius = 7.0 + 4.0 * np.cos(2 * np.pi * t / times) + p
+            inside = (yy - size / 2) ** 2 + (xx - size / 2 + 3) ** 2 <= radius**2
+            masks[p, t] = inside
+            values[p, t] = np.where(inside, 900.0, 150.0) + rng.normal(0, 20, (size, size))
+    return values, masks

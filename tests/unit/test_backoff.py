@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from dicomnode.dispatch import Destination, Outcome, backoff_delay, classify_status
+from dicomnode.addresses import Destination
+from dicomnode.dispatch import Outcome, backoff_delay, classify_status
 from dicomnode.errors import ValidationError
 
 

@@ -461,3 +461,27 @@ def test_segment_with_regions_keeps_both_and_empty_segment_names_its_series(tmp_
     if shutil.which("dciodvfy") is not None:
         for obj in objects.values():
             assert _dciodvfy_errors(obj.path) == [], obj.kind
+
+
+# ------------------------------------------------------------------------------------------- coding
+def test_procedure_reported_is_coded_from_the_source_study(ct_case: CtCase, tmp_path: Path) -> None:
+    def procedure(datasets: list[pydicom.Dataset], out: str) -> tuple[str, str]:
+        result = PipelineResult(ProducedBy.CLASSICAL, text="x")
+        (obj,) = encode_result(
+            result, datasets, pipeline_name="t", pipeline_version="1", out_dir=tmp_path / out,
+            kinds={OutputKind.SR}, body_part="CHEST",
+        )  # fmt: skip
+        item = next(
+            i for i in pydicom.dcmread(obj.path).ContentSequence
+            if i.ConceptNameCodeSequence[0].CodeMeaning == "Procedure reported"
+        )  # fmt: skip
+        code = item.ConceptCodeSequence[0]
+        return str(code.CodeValue), str(code.CodingSchemeDesignator)
+
+    assert procedure(ct_case.datasets, "a") == ("169069000", "SCT")  # CT of chest, not "unspecified region"
+    ordered = [pydicom.dcmread(p.filename, stop_before_pixels=True) for p in ct_case.datasets]
+    for ds in ordered:
+        code = pydicom.Dataset()
+        code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "RPID16", "RADLEX", "CT Chest wo IV Contrast"
+        ds.ProcedureCodeSequence = [code]
+    assert procedure(ordered, "b") == ("RPID16", "RADLEX")  # the study's own procedure code comes first

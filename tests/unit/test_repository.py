@@ -55,10 +55,23 @@ def _record(series_uid: str, sop_uid: str, association: str = "a1", study_uid: s
 
 
 def _complete(db: Database, now: dt.datetime, quiet: float = 10.0) -> list[repo.Completed]:
+    done = []
     with db.session() as session:
-        return repo.complete_due_series(
-            session, quiet_seconds=quiet, association_end=True, association_grace_seconds=2.0, now=now
-        )
+        candidates = repo.receiving_series_ids(session)
+    for series_id in candidates:
+        with db.session() as session:
+            completed = repo.complete_if_due(
+                session,
+                series_id,
+                quiet_seconds=quiet,
+                association_end=True,
+                association_grace_seconds=2.0,
+                is_postgres=db.is_postgres,
+                now=now,
+            )
+            if completed:
+                done.append(completed)
+    return done
 
 
 def test_duplicate_instance_is_counted_once(db: Database) -> None:
