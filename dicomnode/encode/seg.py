@@ -30,6 +30,7 @@ from dicomnode.errors import EncodeError
 from dicomnode.imaging.geometry import frame_geometry, frame_timing, has_geometry
 from dicomnode.imaging.headers import number_of_frames, pixel_spacing, slice_thickness
 from dicomnode.plugins.api import FindingGroup, FrameSource, LabelMap, ProducedBy, Segment, stable_uid
+from dicomnode.plugins.drawing import segment_colour
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +216,7 @@ def _descriptions(
                 algorithm_identification=algorithm,
                 tracking_id=tracking_id,
                 tracking_uid=tracking_uid,
+                display_color=hd.color.CIELabColor.from_rgb(*(segment.colour or segment_colour(segment.label))),
             )
         )
     return out

@@ -557,7 +557,11 @@ class Region3D:
 
 @dataclass(frozen=True)
 class Segment:
-    """One segment of a label map: its label value in the array and its coded description."""
+    """One segment of a label map: its label value in the array and its coded description.
+
+    ``colour`` (RGB) is the colour viewers are told to show it in (the SEG's recommended display colour);
+    without one, the node's palette colour for its label (``dicomnode.plugins.drawing.segment_colour``).
+    """
 
     label: int
     name: str
@@ -565,6 +569,7 @@ class Segment:
     type: Code
     tracking_id: str | None = None
     tracking_uid: str | None = None
+    colour: tuple[int, int, int] | None = None
 
 
 @dataclass

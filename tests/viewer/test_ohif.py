@@ -65,13 +65,6 @@ CASES = [
 # OHIF's SR viewport writes the first five values of a finding beside its drawing, no more.
 OHIF_MAX_LINES = 5
 
-# Known gaps of our objects in OHIF 3.13 (docs/viewers.md, "Changes the encoder needs"): strict, so that the
-# test reports it as soon as the encoder is fixed and the marker can go.
-NO_SEGMENT_COLOURS = pytest.mark.xfail(
-    strict=True, reason="the SEG has no RecommendedDisplayCIELabValue: OHIF shows its default colours (change 2)"
-)
-
-
 @pytest.fixture(scope="session", params=CASES, ids=str)
 def results(
     request: pytest.FixtureRequest, viewer_bench: ViewerBench, tmp_path_factory: pytest.TempPathFactory
@@ -195,7 +188,6 @@ def _recommended_rgb(item: Dataset) -> tuple[int, int, int] | None:
     return (int(rgb[0]), int(rgb[1]), int(rgb[2]))
 
 
-@NO_SEGMENT_COLOURS
 def test_seg_recommends_a_display_colour_for_every_segment(results: PipelineOutputs) -> None:
     # Without it every viewer picks its own colours, and the SEG no longer matches our summary image's legend.
     for seg in _segments(results):
@@ -281,7 +273,7 @@ def known_gap(reason: str | None, *, strict: bool = True) -> Iterator[None]:
 def _sr_gap(results: PipelineOutputs, findings: list[Finding]) -> tuple[str | None, bool]:
     """The known OHIF 3.13 limit this SR runs into, if any, and whether OHIF always fails there."""
     if any(not f.regions for f in findings):
-        return "OHIF stops loading an SR at a finding with no SCOORD (our segment-only groups): encoder change 1", True
+        return "OHIF stops loading an SR at a finding with no SCOORD", True
     if any("FrameOfReferenceUID" not in ds for ds in results.source):
         return "OHIF draws SR graphics on an image without a Frame of Reference (DX) only now and then", False
     return None, True
