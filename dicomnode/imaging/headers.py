@@ -17,6 +17,7 @@ from typing import Any
 
 import pydicom
 from pydicom import Dataset, config
+from pydicom.multival import MultiValue
 
 from dicomnode.errors import PipelineInputError
 
@@ -28,14 +29,17 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "NODE_MANUFACTURER",
+    "PATIENT_ATTRIBUTES",
     "float_tuple",
     "has_pixels",
     "instance_number",
     "number_of_frames",
+    "patient_values",
     "pixel_spacing",
     "read_full",
     "read_header",
     "repair_header",
+    "scrub",
     "slice_thickness",
     "sop_class_uid",
     "sort_by_instance_number",
@@ -154,6 +158,48 @@ def writable_copy(ds: Dataset) -> Dataset:
         setattr(fixed, keyword, "")
     log.info("header_values_blanked attributes=%s: malformed, left empty in the objects written", ",".join(invalid))
     return fixed
+
+
+# Attributes that identify the patient: their values never appear in an error the node records or logs.
+PATIENT_ATTRIBUTES = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientBirthTime",
+    "PatientSex",
+    "PatientAge",
+    "OtherPatientIDs",
+    "OtherPatientNames",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "PatientMotherBirthName",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "InstitutionName",
+)
+
+
+def patient_values(ds: Dataset) -> list[tuple[str, str]]:
+    """The identifying values of ``ds`` (at least 2 characters each), as (attribute, value) pairs."""
+    pairs: list[tuple[str, str]] = []
+    for keyword in PATIENT_ATTRIBUTES:
+        if keyword not in ds or ds[keyword].value in (None, ""):
+            continue
+        value = ds[keyword].value
+        parts = [str(v) for v in value] if isinstance(value, MultiValue) else [str(value)]
+        for part in parts:
+            # a name also appears by its components ("Doe", "John" of "Doe^John")
+            for text in {part, *part.replace("^", " ").split()}:
+                if len(text.strip()) >= 2:
+                    pairs.append((keyword, text.strip()))
+    return pairs
+
+
+def scrub(text: str, values: Sequence[tuple[str, str]]) -> str:
+    """``text`` with every identifying value replaced by its attribute's name: "<PatientBirthDate>"."""
+    for keyword, value in sorted(values, key=lambda pair: -len(pair[1])):
+        text = text.replace(value, f"<{keyword}>")
+    return text
 
 
 def read_header(path: Path) -> Dataset:

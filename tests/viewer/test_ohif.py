@@ -65,6 +65,7 @@ CASES = [
 # OHIF's SR viewport writes the first five values of a finding beside its drawing, no more.
 OHIF_MAX_LINES = 5
 
+
 @pytest.fixture(scope="session", params=CASES, ids=str)
 def results(
     request: pytest.FixtureRequest, viewer_bench: ViewerBench, tmp_path_factory: pytest.TempPathFactory
