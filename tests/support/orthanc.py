@@ -21,8 +21,8 @@ import pydicom
 import pytest
 
 from dicomnode.addresses import Destination
-from tests.conftest import DCMTK, require_tool
 from tests.support.net import free_port
+from tests.support.tools import DCMTK, require_tool
 
 ORTHANC_BINARY = Path("/usr/sbin/Orthanc")
 # Debian's orthanc-dicomweb package (the DICOMweb plugin OHIF talks to).
