@@ -116,7 +116,8 @@ def encode_result(
             series_description=series_description(pipeline_name, kind, version, part),
             pipeline_name=pipeline_name,
             pipeline_version=pipeline_version,
-            produced_by=result.overall_produced_by,
+            # a SEG is drawn by the result's default path unless its label map says otherwise
+            produced_by=result.produced_by if kind is OutputKind.SEG else result.overall_produced_by,
             institution=institution,
         )
 

@@ -202,7 +202,8 @@ def _part_pixels(label_map: LabelMap, part: _Part, lut: npt.NDArray[Any]) -> npt
 def _descriptions(
     label_map: LabelMap, segment_numbers: dict[int, int], groups: Sequence[FindingGroup], info: SeriesInfo
 ) -> list[hd.seg.SegmentDescription]:
-    algorithm = seg_algorithm_identification(info.pipeline_name, info.pipeline_version, info.produced_by)
+    path = label_map.produced_by or info.produced_by
+    algorithm = seg_algorithm_identification(info.pipeline_name, info.pipeline_version, path)
     out = []
     for segment in sorted(label_map.segments, key=lambda s: s.label):
         tracking_id, tracking_uid = _segment_tracking(segment, groups, label_map)
