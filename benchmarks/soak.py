@@ -282,15 +282,17 @@ def soak(
         threads = [threading.Thread(target=_send, args=(files, port, failures)) for files in studies]
         for t in threads:
             t.start()
-        kills_due = sorted(rng.uniform(1.0, 25.0) for _ in range(worker_kills))
-        node_due = sorted(rng.uniform(3.0, 20.0) for _ in range(node_kills))
-        backend_due = sorted(rng.uniform(2.0, 25.0) for _ in range(postgres_kills if postgres_admin else 0))
+        # Faults spread over the time the senders need (about 10 instances a second per sender here).
+        window = max(25.0, report.instances_sent / (10.0 * senders))
+        kills_due = sorted(rng.uniform(1.0, window) for _ in range(worker_kills))
+        node_due = sorted(rng.uniform(3.0, window) for _ in range(node_kills))
+        backend_due = sorted(rng.uniform(2.0, window) for _ in range(postgres_kills if postgres_admin else 0))
         while any(t.is_alive() for t in threads) or kills_due or node_due or backend_due:
             elapsed = time.monotonic() - started
             if kills_due and elapsed >= kills_due[0]:
-                kills_due.pop(0)
                 pids = _worker_pids(node)
-                if pids:
+                if pids:  # none while the node (re)starts: the kill waits for a worker to exist
+                    kills_due.pop(0)
                     os.kill(rng.choice(pids), signal.SIGKILL)
                     report.worker_kills += 1
             if node_due and elapsed >= node_due[0]:
