@@ -2,12 +2,10 @@
 # Installs what the viewer bench needs beyond Debian's packages (orthanc, orthanc-dicomweb, chromium):
 #   - the OHIF viewer, already built: the npm package @ohif/app ships dist/; only that folder is kept, in
 #     tools/viewer_bench/ohif/ (git-ignored). `npm pack` fetches the one tarball, none of its dependencies.
-#   - the Python Playwright driver (no browser: `playwright install` is never run; Debian's chromium is used).
 # Idempotent: does nothing when the pinned versions are already there. CI calls it from .ci/run.
 set -euo pipefail
 
 OHIF_VERSION="3.13.2"
-PLAYWRIGHT_VERSION="1.65.2"
 
 here="$(cd "$(dirname "$0")" && pwd)"
 target="$here/ohif"
@@ -27,8 +25,4 @@ if [ "$(cat "$target/VERSION" 2>/dev/null || true)" != "$OHIF_VERSION" ]; then
         echo "$OHIF_VERSION" >"$target/VERSION"
         echo "viewer bench: OHIF $OHIF_VERSION installed in $target"
     fi
-fi
-
-if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('playwright') != '$PLAYWRIGHT_VERSION')" 2>/dev/null; then
-    python3 -m pip install -q "playwright==$PLAYWRIGHT_VERSION"
 fi
