@@ -121,6 +121,7 @@ def _enqueue_pipelines(
         else:
             job_id = job.id
             log.info("job_enqueued job=%d pipeline=%s key=%s version=%d", job.id, name, key, version)
+            repo.supersede_older_versions(session, job)
         ids[name] = job_id
         return job_id
 

@@ -172,6 +172,14 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return jobs_command(settings, args.action, args.job_id, state=args.state, limit=args.limit, rerun=args.rerun)
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from dicomnode.jobs_cli import status_command
+
+    settings = settings_from_args(args)
+    configure_logging("ERROR")
+    return status_command(settings)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from dicomnode.plugins.api import TrainablePipeline
     from dicomnode.runner.host import build_registry
@@ -313,6 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50, help="at most this many jobs (list)")
     p.add_argument("--rerun", action="store_true", help="retry a DONE analysis as a new result version (retry)")
     p.set_defaults(func=cmd_jobs)
+
+    p = sub.add_parser("status", help="workers (and why one was restarted), queue, destinations")
+    _add_config_options(p)
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("train", help="train a pipeline's learned part")
     _add_config_options(p)

@@ -1,4 +1,5 @@
-"""`dicomnode jobs`: list, show and retry jobs, with why a job waits and where its deliveries stand."""
+"""`dicomnode jobs` (list, show and retry jobs, with why a job waits and where its deliveries stand) and
+`dicomnode status` (workers, queue, destinations)."""
 
 from __future__ import annotations
 
@@ -93,4 +94,45 @@ def _show(db: Database, job_id: int) -> int:
         print("  events:")
         for event in job.events:
             print(f"    {event.at:%Y-%m-%d %H:%M:%S.%f} {event.action:<16} {event.detail}")
+    return 0
+
+
+def status_command(settings: Settings) -> int:
+    """What runs (workers and why one was restarted), the queue by state, and each destination's health."""
+    from sqlalchemy import func
+
+    from dicomnode.db.models import DestinationState, WorkerProcess
+    from dicomnode.db.queries import LIVE_WORKER_SECONDS
+
+    db = open_node_database(settings)
+    try:
+        with db.session() as session:
+            now = utcnow()
+            print("workers:")
+            for w in session.scalars(select(WorkerProcess).order_by(WorkerProcess.heartbeat_at.desc()).limit(20)):
+                age = (now - w.heartbeat_at).total_seconds()
+                alive = w.state == "running" and age <= LIVE_WORKER_SECONDS
+                state = "alive" if alive else ("silent" if w.state == "running" else w.state)
+                pipelines = ",".join(w.pipelines) or "-"
+                print(f"  {w.owner:<28} {state:<7} seen {age:>6.0f} s ago  {pipelines:<30} {w.detail[:60]}")
+            print("jobs:")
+            counts = session.execute(select(Job.kind, Job.state, func.count()).group_by(Job.kind, Job.state)).all()
+            for kind, job_state, count in sorted(counts, key=lambda r: (r[0].value, r[1].value)):
+                print(f"  {kind.value:<9} {job_state.value:<11} {count}")
+            print("destinations:")
+            for d in settings.destinations:
+                row = session.get(DestinationState, d.name)
+                roles = "+".join(r for r, on in (("results", d.results), ("forward", d.forward)) if on)
+                health = (
+                    "never tried"
+                    if row is None
+                    else (
+                        f"{row.consecutive_failures} failures, backing off until {row.backoff_until:%H:%M:%S}"
+                        if row.backoff_until and row.backoff_until > now
+                        else "ok"
+                    )
+                )
+                print(f"  {d.name:<16} {d.ae_title}@{d.host}:{d.port} ({roles}) {health}")
+    finally:
+        db.dispose()
     return 0

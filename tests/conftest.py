@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support.tools import DCMTK, require_tool  # noqa: F401  (the fixtures' and tests' one import place)
 
 SHARED_DATA = Path(os.environ.get("DICOMNODE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 POSTGRES_ADMIN_URL = os.environ.get("DICOMNODE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -19,18 +20,6 @@ def shared_data(*parts: str) -> Path:
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
         pytest.skip(f"shared test data not found at {path}")
-    return path
-
-
-# dcmtk's tools by full path: pynetdicom installs Python apps with the same names (storescu, echoscu, ...).
-DCMTK = Path("/usr/bin")
-
-
-def require_tool(name: str) -> str:
-    """The path of a system tool (dcmtk, dicom3tools, Orthanc); skip the test, saying why, when it is missing."""
-    path = shutil.which(name, path=f"{DCMTK}:/usr/sbin")
-    if path is None:
-        pytest.skip(f"{name} is not installed (apt-get install dcmtk dicom3tools orthanc)")
     return path
 
 

@@ -397,6 +397,46 @@ def fail_attempt(session: Session, job: Job, error: str, *, retry_base_seconds: 
         fail_dependents(session, job)
 
 
+def supersede_older_versions(session: Session, job: Job) -> int:
+    """A new version of a pipeline's job on a series cancels the older ones that have not run yet (their
+    results would be outdated before they exist); returns how many."""
+    if job.series_id is None:
+        return 0
+    older = session.scalars(
+        select(Job).where(
+            Job.kind == JobKind.PIPELINE,
+            Job.pipeline == job.pipeline,
+            Job.series_id == job.series_id,
+            Job.series_version < job.series_version,
+            Job.state.in_([JobState.PENDING, JobState.WAITING]),
+        )
+    ).all()
+    for old in older:
+        old.state, old.finished_at = JobState.CANCELLED, utcnow()
+        old.error = f"superseded by job {job.id} (version {job.series_version})"
+        add_event(session, old, "superseded", old.error)
+    return len(older)
+
+
+def newer_version(session: Session, job: Job) -> Job | None:
+    """A job of a newer version of the same pipeline on the same series, if one exists and is not cancelled:
+    a result of ``job`` finishing after it must not reach the PACS after the newer one."""
+    if job.series_id is None:
+        return None
+    return session.scalars(
+        select(Job)
+        .where(
+            Job.kind == JobKind.PIPELINE,
+            Job.pipeline == job.pipeline,
+            Job.series_id == job.series_id,
+            Job.series_version > job.series_version,
+            Job.state != JobState.CANCELLED,
+        )
+        .order_by(Job.series_version.desc())
+        .limit(1)
+    ).first()
+
+
 def release_dependents(session: Session, upstream: Job) -> list[Job]:
     """WAITING jobs whose upstream jobs are all processed become PENDING (a chain's next step may run)."""
     released = []
@@ -577,10 +617,13 @@ def heartbeat(session: Session, owner: str, pipelines: Sequence[str], now: dt.da
         row.pipelines = list(pipelines)
 
 
-def worker_exited(session: Session, owner: str, detail: str) -> None:
+def worker_exited(session: Session, owner: str, detail: str, *, host: str = "") -> None:
+    """Record why a worker process ended (its supervisor's words), even if it never said it was alive."""
     row = session.get(WorkerProcess, owner)
-    if row is not None:
-        row.state, row.detail = "exited", detail[:4000]
+    if row is None:
+        row = WorkerProcess(owner=owner, host=host or owner.rpartition(":")[0], pipelines=[])
+        session.add(row)
+    row.state, row.detail, row.heartbeat_at = "exited", detail[:4000], utcnow()
 
 
 def live_workers(session: Session, *, within_seconds: float, now: dt.datetime | None = None) -> list[WorkerProcess]:

@@ -6,6 +6,7 @@ series (one SEG series per label map), written as Part 10 files (explicit VR lit
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 from collections.abc import Collection, Sequence
@@ -56,6 +57,10 @@ def _identify(ds: Dataset, pipeline_name: str, pipeline_version: str) -> None:
     ds.ManufacturerModelName = pipeline_name[:64]
     ds.SoftwareVersions = [f"{NODE_MANUFACTURER} {__version__}"[:64], f"{pipeline_name} {pipeline_version}"[:64]]
     ds.DeviceSerialNumber = f"{pipeline_name}-{pipeline_version}"[:64]
+    if not ds.get("SeriesDate"):
+        # Orthanc and other PACS list a series without a date under "?": the date the result was made.
+        now = dt.datetime.now()
+        ds.SeriesDate, ds.SeriesTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
 
 
 def _write(ds: Dataset, kind: OutputKind, out_dir: Path) -> EncodedObject:
@@ -111,7 +116,8 @@ def encode_result(
             series_description=series_description(pipeline_name, kind, version, part),
             pipeline_name=pipeline_name,
             pipeline_version=pipeline_version,
-            produced_by=result.overall_produced_by,
+            # a SEG is drawn by the result's default path unless its label map says otherwise
+            produced_by=result.produced_by if kind is OutputKind.SEG else result.overall_produced_by,
             institution=institution,
         )
 

@@ -30,6 +30,7 @@ from dicomnode.errors import EncodeError
 from dicomnode.imaging.geometry import frame_geometry, frame_timing, has_geometry
 from dicomnode.imaging.headers import number_of_frames, pixel_spacing, slice_thickness
 from dicomnode.plugins.api import FindingGroup, FrameSource, LabelMap, ProducedBy, Segment, stable_uid
+from dicomnode.plugins.drawing import segment_colour
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +202,8 @@ def _part_pixels(label_map: LabelMap, part: _Part, lut: npt.NDArray[Any]) -> npt
 def _descriptions(
     label_map: LabelMap, segment_numbers: dict[int, int], groups: Sequence[FindingGroup], info: SeriesInfo
 ) -> list[hd.seg.SegmentDescription]:
-    algorithm = seg_algorithm_identification(info.pipeline_name, info.pipeline_version, info.produced_by)
+    path = label_map.produced_by or info.produced_by
+    algorithm = seg_algorithm_identification(info.pipeline_name, info.pipeline_version, path)
     out = []
     for segment in sorted(label_map.segments, key=lambda s: s.label):
         tracking_id, tracking_uid = _segment_tracking(segment, groups, label_map)
@@ -215,6 +217,7 @@ def _descriptions(
                 algorithm_identification=algorithm,
                 tracking_id=tracking_id,
                 tracking_uid=tracking_uid,
+                display_color=hd.color.CIELabColor.from_rgb(*(segment.colour or segment_colour(segment.label))),
             )
         )
     return out

@@ -13,7 +13,14 @@ from pydicom import Dataset
 
 from dicomnode.errors import EncodeError
 from dicomnode.imaging.geometry import frame_geometry, has_geometry
-from dicomnode.imaging.headers import instance_number, number_of_frames, pixel_spacing, repair_header, slice_thickness
+from dicomnode.imaging.headers import (
+    instance_number,
+    number_of_frames,
+    pixel_spacing,
+    repair_header,
+    slice_thickness,
+    writable_copy,
+)
 from dicomnode.plugins.api import FrameSource
 
 __all__ = ["SourceIndex"]
@@ -25,7 +32,7 @@ class SourceIndex:
     def __init__(self, datasets: Sequence[Dataset]) -> None:
         if not datasets:
             raise EncodeError("the encoder needs the source datasets")
-        unique = {str(ds.SOPInstanceUID): repair_header(ds) for ds in datasets}
+        unique = {str(ds.SOPInstanceUID): writable_copy(repair_header(ds)) for ds in datasets}
         self.datasets: list[Dataset] = sorted(unique.values(), key=instance_number)
         self._by_uid = {str(ds.SOPInstanceUID): ds for ds in self.datasets}
         self.referenced: dict[str, Dataset] = {}

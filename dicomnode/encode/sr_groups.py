@@ -1,9 +1,15 @@
 """TID 1500 measurement groups of a result's findings.
 
 One finding becomes one group per kind of evidence: volumetric (TID 1411) for a SEG segment or a 3D volume
-surface (box, ellipsoid, point), planar (TID 1410) for one image region or one planar 3D region, and a plain
-TID 1501 group when it has no image evidence. The first group of a finding carries its values; further
-groups (same tracking identity) only its evidence. A per-frame measurement references its source frame.
+surface (box, ellipsoid, point), planar (TID 1410) for one image region or one planar 3D region. The first
+group of a finding carries its values; further groups (same tracking identity) only its evidence. A
+per-frame measurement references its source frame.
+
+Every finding also carries a planar image region, because that is what viewers draw (OHIF merges a
+finding's groups by tracking UID and needs an SCOORD among them; without one its SR viewport fails): a
+segment's outline on the image where it is largest, and, for a finding the pipeline gave no image evidence
+(a score, a per-frame index, "no findings"), the outline of the image its values were measured on. Both are
+true statements of where the finding lies, within TID 1410.
 """
 
 from __future__ import annotations
@@ -12,8 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import highdicom as hd
 import numpy as np
+import numpy.typing as npt
 from pydicom import Dataset
 
 from dicomnode.encode import codes
@@ -203,6 +211,57 @@ def _planar_or_volumetric(regions: list[hd.sr.ImageRegion], kwargs: dict[str, An
     return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(referenced_regions=regions, **kwargs)
 
 
+def _outline(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64] | None:
+    """The largest outer contour of ``mask`` as a closed (column, row) polyline, simplified to <= ~64 points."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return None
+    contour = max(contours, key=cv2.contourArea)
+    tolerance = 0.5
+    while len(contour) > 64:
+        contour = cv2.approxPolyDP(contour, tolerance, True)
+        tolerance *= 2
+    points = contour.reshape(-1, 2).astype(np.float64)
+    if len(points) < 3:  # a pixel or a line: outline the pixels it covers
+        (c0, r0), (c1, r1) = points.min(axis=0), points.max(axis=0) + 1
+        points = np.array([[c0, r0], [c1, r0], [c1, r1], [c0, r1]], dtype=np.float64)
+    return np.vstack([points, points[:1]])
+
+
+def _region_on(source: FrameSource, points: npt.NDArray[np.float64], ctx: GroupContext) -> hd.sr.ImageRegion:
+    ds = ctx.index.frame(source)
+    ctx.index.mark(source.sop_instance_uid)
+    image = hd.sr.SourceImageForRegion.from_source_image(ds, _frame_numbers(ds, source.frame_number))
+    return hd.sr.ImageRegion("POLYLINE", points, image)
+
+
+def _segment_outline(group: FindingGroup, ctx: GroupContext) -> hd.sr.ImageRegion | None:
+    """The segment's outline on the source frame where it covers the most pixels."""
+    ref = group.segment
+    label_map = ctx.result.label_map(ref.label_map) if ref else None
+    if ref is None or label_map is None:
+        return None
+    counts = (label_map.array == ref.label).reshape(label_map.array.shape[0], -1).sum(axis=1)
+    if not counts.any():
+        return None
+    plane = int(np.argmax(counts))
+    points = _outline(label_map.array[plane] == ref.label)
+    return None if points is None else _region_on(label_map.sources[plane], points, ctx)
+
+
+def _image_outline(group: FindingGroup | None, ctx: GroupContext) -> hd.sr.ImageRegion:
+    """The outline of the image a finding was measured on: its first per-frame source, else the first
+    analysed image."""
+    source = next((m.source for m in (group.measurements if group else []) if m.source), None)
+    if source is None:
+        first = ctx.index.first
+        source = FrameSource(str(first.SOPInstanceUID), 1, str(first.get("SeriesInstanceUID", "") or ""))
+    ds = ctx.index.frame(source)
+    rows, cols = float(ds.Rows), float(ds.Columns)
+    points = np.array([[0.0, 0.0], [cols, 0.0], [cols, rows], [0.0, rows], [0.0, 0.0]])
+    return _region_on(source, points, ctx)
+
+
 def _finding_groups(group: FindingGroup, ctx: GroupContext) -> list[GroupTemplate]:
     identity, extra = _identity(group, ctx)
     values = _values(group, ctx)
@@ -220,8 +279,10 @@ def _finding_groups(group: FindingGroup, ctx: GroupContext) -> list[GroupTemplat
         builders.append(lambda kw: _planar_or_volumetric(regions, kw))
     for region in group.regions_3d:
         builders.append(lambda kw, region=region: _region_3d_group(region, kw, ctx))
-    if not builders:
-        return [hd.sr.MeasurementsAndQualitativeEvaluations(**identity, **values)]
+    planar = bool(regions) or any(r.graphic_type in _PLANAR_3D for r in group.regions_3d)
+    if not planar:
+        drawn = (_segment_outline(group, ctx) if group.segment else None) or _image_outline(group, ctx)
+        builders.append(lambda kw: hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(referenced_region=drawn, **kw))
     # A group references one kind of ROI: further evidence goes in further groups of the same finding.
     empty = {"measurements": None, "qualitative_evaluations": None}
     return [build({**identity, **(values if i == 0 else empty)}) for i, build in enumerate(builders)]
@@ -237,10 +298,11 @@ def _placeholder(ctx: GroupContext) -> GroupTemplate:
         reason = result.not_assessable_reason or NotAssessable.INSUFFICIENT_QUALITY
         finding, label = codes.outcome_value(result.outcome), "not assessable"
         qualitative.insert(0, hd.sr.QualitativeEvaluation(codes.NOT_ASSESSABLE_REASON, codes.coded(reason)))
-    return hd.sr.MeasurementsAndQualitativeEvaluations(
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=stable_uid(ctx.info.series_instance_uid, label), identifier=label
         ),
+        referenced_region=_image_outline(None, ctx),
         finding_type=finding,
         algorithm_id=codes.algorithm_identification(
             ctx.info.pipeline_name, ctx.info.pipeline_version, result.produced_by

@@ -7,31 +7,43 @@ value came from or returns None, never a guess dressed up as a measurement.
 
 from __future__ import annotations
 
+import copy
+import datetime as dt
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pydicom
-from pydicom import Dataset
+from pydicom import Dataset, config
+from pydicom.multival import MultiValue
 
 from dicomnode.errors import PipelineInputError
+
+# Tolerant when reading: real files carry UIDs with leading zeros, dates like "20120000"; pydicom would warn
+# once per value access (hundreds of lines per series). Values are checked where they are written.
+config.settings.reading_validation_mode = config.IGNORE
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "NODE_MANUFACTURER",
+    "PATIENT_ATTRIBUTES",
     "float_tuple",
     "has_pixels",
     "instance_number",
     "number_of_frames",
+    "patient_values",
     "pixel_spacing",
     "read_full",
     "read_header",
     "repair_header",
+    "scrub",
     "slice_thickness",
     "sop_class_uid",
     "sort_by_instance_number",
+    "writable_copy",
     "written_by_node",
 ]
 
@@ -115,6 +127,79 @@ def written_by_node(ds: Dataset) -> bool:
     versions: Any = ds.get("SoftwareVersions", "") or ""
     values = [versions] if isinstance(versions, str) else list(versions)
     return any(str(v).startswith(NODE_MANUFACTURER) for v in values)
+
+
+_TIME = re.compile(r"^([01]\d|2[0-3])([0-5]\d([0-5]\d(\.\d{1,6})?)?)?$")
+
+
+def _valid_date(value: str) -> bool:
+    try:
+        dt.datetime.strptime(value.strip(), "%Y%m%d")
+    except ValueError:
+        return False
+    return True
+
+
+def writable_copy(ds: Dataset) -> Dataset:
+    """``ds``, or a copy whose malformed dates and times (anonymised "00000000" birth dates, "20120000") are
+    blanked: the objects we write copy these attributes and must hold valid values (tolerant when
+    reading, strict when writing). Names the attributes, never the values, in the log."""
+    invalid = []
+    for element in ds:
+        if element.VR not in ("DA", "TM") or element.VM != 1 or element.value in (None, ""):
+            continue
+        text = str(element.value)
+        if (element.VR == "DA" and not _valid_date(text)) or (element.VR == "TM" and not _TIME.match(text.strip())):
+            invalid.append(element.keyword)
+    if not invalid:
+        return ds
+    fixed = copy.deepcopy(ds)
+    for keyword in invalid:
+        setattr(fixed, keyword, "")
+    log.info("header_values_blanked attributes=%s: malformed, left empty in the objects written", ",".join(invalid))
+    return fixed
+
+
+# Attributes that identify the patient: their values never appear in an error the node records or logs.
+PATIENT_ATTRIBUTES = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientBirthTime",
+    "PatientSex",
+    "PatientAge",
+    "OtherPatientIDs",
+    "OtherPatientNames",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "PatientMotherBirthName",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "InstitutionName",
+)
+
+
+def patient_values(ds: Dataset) -> list[tuple[str, str]]:
+    """The identifying values of ``ds`` (at least 2 characters each), as (attribute, value) pairs."""
+    pairs: list[tuple[str, str]] = []
+    for keyword in PATIENT_ATTRIBUTES:
+        if keyword not in ds or ds[keyword].value in (None, ""):
+            continue
+        value = ds[keyword].value
+        parts = [str(v) for v in value] if isinstance(value, MultiValue) else [str(value)]
+        for part in parts:
+            # a name also appears by its components ("Doe", "John" of "Doe^John")
+            for text in {part, *part.replace("^", " ").split()}:
+                if len(text.strip()) >= 2:
+                    pairs.append((keyword, text.strip()))
+    return pairs
+
+
+def scrub(text: str, values: Sequence[tuple[str, str]]) -> str:
+    """``text`` with every identifying value replaced by its attribute's name: "<PatientBirthDate>"."""
+    for keyword, value in sorted(values, key=lambda pair: -len(pair[1])):
+        text = text.replace(value, f"<{keyword}>")
+    return text
 
 
 def read_header(path: Path) -> Dataset:

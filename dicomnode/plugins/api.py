@@ -557,7 +557,11 @@ class Region3D:
 
 @dataclass(frozen=True)
 class Segment:
-    """One segment of a label map: its label value in the array and its coded description."""
+    """One segment of a label map: its label value in the array and its coded description.
+
+    ``colour`` (RGB) is the colour viewers are told to show it in (the SEG's recommended display colour);
+    without one, the node's palette colour for its label (``dicomnode.plugins.drawing.segment_colour``).
+    """
 
     label: int
     name: str
@@ -565,6 +569,7 @@ class Segment:
     type: Code
     tracking_id: str | None = None
     tracking_uid: str | None = None
+    colour: tuple[int, int, int] | None = None
 
 
 @dataclass
@@ -581,8 +586,11 @@ class LabelMap:
     segments: list[Segment]
     sources: list[FrameSource]
     name: str = "segmentation"
+    produced_by: ProducedBy | None = None  # the path that drew it, when not the result's
 
     def __post_init__(self) -> None:
+        if self.produced_by is ProducedBy.MIXED:
+            raise ValidationError("LabelMap.produced_by is classical or learned; MIXED is derived")
         labels = [s.label for s in self.segments]
         if len(set(labels)) != len(labels) or any(label < 1 for label in labels):
             raise ValidationError(f"LabelMap segment labels must be unique and >= 1, got {labels}")
@@ -595,21 +603,31 @@ class LabelMap:
 
     @classmethod
     def on_volume(
-        cls, array: npt.NDArray[np.integer[Any]], segments: list[Segment], volume: Volume, name: str = "segmentation"
+        cls,
+        array: npt.NDArray[np.integer[Any]],
+        segments: list[Segment],
+        volume: Volume,
+        name: str = "segmentation",
+        produced_by: ProducedBy | None = None,
     ) -> LabelMap:
         if array.shape != volume.array.shape:
             raise ValidationError(f"label map shape {array.shape} differs from the volume's {volume.array.shape}")
-        return cls(array, segments, list(volume.sources), name)
+        return cls(array, segments, list(volume.sources), name, produced_by)
 
     @classmethod
     def on_cine(
-        cls, array: npt.NDArray[np.integer[Any]], segments: list[Segment], cine: Cine, name: str = "segmentation"
+        cls,
+        array: npt.NDArray[np.integer[Any]],
+        segments: list[Segment],
+        cine: Cine,
+        name: str = "segmentation",
+        produced_by: ProducedBy | None = None,
     ) -> LabelMap:
         """``array`` is (position, time, row, column) like the cine's."""
         if array.shape != cine.array.shape:
             raise ValidationError(f"label map shape {array.shape} differs from the cine's {cine.array.shape}")
         flat = array.reshape((-1, *array.shape[2:]))
-        return cls(flat, segments, cine.flat_sources(), name)
+        return cls(flat, segments, cine.flat_sources(), name, produced_by)
 
     @classmethod
     def on_image(
@@ -618,10 +636,11 @@ class LabelMap:
         segments: list[Segment],
         source: FrameSource,
         name: str = "segmentation",
+        produced_by: ProducedBy | None = None,
     ) -> LabelMap:
         if array.ndim != 2:
             raise ValidationError(f"on_image takes a 2D array, got shape {array.shape}")
-        return cls(array[np.newaxis], segments, [source], name)
+        return cls(array[np.newaxis], segments, [source], name, produced_by)
 
     @property
     def source_series_uids(self) -> list[str]:
@@ -760,8 +779,9 @@ class PipelineResult:
         return self.outcome is Outcome.ASSESSED
 
     def part_paths(self) -> set[ProducedBy]:
-        """The paths of the result's parts (groups and measurements), the default where a part is silent."""
-        paths: set[ProducedBy] = set()
+        """The paths of the result's parts (groups, measurements, label maps), the default where a part is
+        silent."""
+        paths: set[ProducedBy] = {m.produced_by or self.produced_by for m in self.label_maps}
         for group in self.groups:
             group_path = group.produced_by or self.produced_by
             paths.add(group_path)

@@ -26,7 +26,7 @@ from sqlalchemy import select
 from dicomnode.config import Settings
 from dicomnode.db import repository as repo
 from dicomnode.db.engine import Database
-from dicomnode.db.models import Job, JobState, WorkerProcess, utcnow
+from dicomnode.db.models import Job, JobState, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -75,16 +75,18 @@ class WorkerSupervisor:
         self.settings_file = settings_file
         self.slots = [_Slot() for _ in range(count)]
         self.host = socket.gethostname()
+        self.command = [sys.executable, "-m", "dicomnode", "worker", "--child", "--settings-json", str(settings_file)]
+        self.spawned = 0
 
     @property
     def children(self) -> list[subprocess.Popen[bytes]]:
         return [s.child for s in self.slots if s.child is not None]
 
     def _spawn(self, slot: _Slot) -> None:
-        cmd = [sys.executable, "-m", "dicomnode", "worker", "--child", "--settings-json", str(self.settings_file)]
         env = {**os.environ, DATABASE_URL_ENV: self.settings.database_url}
-        slot.child = subprocess.Popen(cmd, preexec_fn=_die_with_parent, env=env)
+        slot.child = subprocess.Popen(self.command, preexec_fn=_die_with_parent, env=env)
         slot.started = time.monotonic()
+        self.spawned += 1
         log.info("worker_spawned pid=%d", slot.child.pid)
 
     def _delay(self, failures: int) -> float:
@@ -105,9 +107,9 @@ class WorkerSupervisor:
         delay = self._delay(slot.failures) if slot.failures else 0.0
         reason = f"exited with code {code} after {lived:.0f} s; restart in {delay:.0f} s"
         log.warning("worker_exited pid=%d %s", slot.child.pid, reason)
-        with self.db.session() as session:
-            repo.worker_exited(session, owner, reason)
         slot.child, slot.restart_at = None, now + delay
+        with self.db.session() as session:
+            repo.worker_exited(session, owner, reason, host=self.host)
 
     def run_forever(self, stop: threading.Event) -> None:
         """Watch until ``stop``; survives database errors (logged, tried again), so timeouts stay enforced."""
@@ -154,8 +156,3 @@ class WorkerSupervisor:
                     retry_base_seconds=self.settings.worker.retry_base_seconds,
                     retryable=True,
                 )
-
-
-def worker_rows(db: Database) -> list[WorkerProcess]:
-    with db.session() as session:
-        return list(session.scalars(select(WorkerProcess).order_by(WorkerProcess.heartbeat_at.desc())))

@@ -22,6 +22,7 @@ from dicomnode.db.engine import Database
 from dicomnode.db.models import Instance, Job, JobState, Output, Series, Study, utcnow
 from dicomnode.encode import EncodedObject
 from dicomnode.errors import DicomNodeError, PipelineInputError, PluginError
+from dicomnode.imaging.headers import patient_values, scrub
 from dicomnode.plugins.api import (
     ImageSeries,
     NotAssessable,
@@ -82,6 +83,7 @@ class Worker:
         self.owner = owner or worker_id()
         self.priors = PriorFinder(settings, db)
         self._last_heartbeat = 0.0
+        self._identifying: list[tuple[str, str]] = []  # the current job's patient values, kept out of errors
 
     @property
     def runnable(self) -> list[str]:
@@ -127,6 +129,7 @@ class Worker:
     def execute(self, job_id: int, attempt: int) -> None:
         """Run one claimed attempt; every state change is conditional on (job, attempt, owner)."""
         started = time.monotonic()
+        self._identifying = []
         try:
             with _LeaseKeeper(self.db, job_id, self.owner, self.settings.worker.lease_seconds):
                 self._execute(job_id, attempt)
@@ -134,7 +137,8 @@ class Worker:
             retryable = not isinstance(exc, PipelineInputError | PluginError)
             self._fail(job_id, attempt, f"{type(exc).__name__}: {exc}", retryable=retryable)
         except Exception as exc:  # anything else is a bug: record it on the job, keep the worker alive
-            log.exception("job_crashed job=%d", job_id)
+            log.error("job_crashed job=%d error_type=%s", job_id, type(exc).__name__)
+            log.debug("job_crashed job=%d", job_id, exc_info=True)  # a traceback may quote patient values
             self._fail(job_id, attempt, f"{type(exc).__name__}: {exc}", retryable=True)
         log.info("job_processed job=%d seconds=%.2f", job_id, time.monotonic() - started)
 
@@ -143,6 +147,8 @@ class Worker:
         return job.state is JobState.RUNNING and job.lease_owner == self.owner and job.attempts == attempt
 
     def _fail(self, job_id: int, attempt: int, error: str, *, retryable: bool) -> None:
+        # Errors quote values ("Unable to convert 'X' to 'DA'"): never a patient's, at any level above DEBUG.
+        error = scrub(error, self._identifying)
         log.warning("job_attempt_failed job=%d error=%s", job_id, error)
         with self.db.session() as session:
             job = session.get(Job, job_id)
@@ -198,6 +204,7 @@ class Worker:
             session.expunge(job)
         pipeline = self.registry.get(job.pipeline)
         series, study = self._load_inputs(job)
+        self._identifying = [pair for s in series for pair in patient_values(s.first)]
         upstream = self._upstream(job, pipeline)
         work_dir = self.settings.outputs_dir / f"job-{job.id}"
         t0 = time.monotonic()
@@ -272,6 +279,11 @@ class Worker:
                     series_instance_uid=obj.series_instance_uid,
                     path=stored(obj.path),
                 )
+            newer = repo.newer_version(session, row)
+            if newer is not None:
+                # A re-opened series' newer job exists: this older result is kept, never sent after it.
+                destinations = []
+                repo.add_event(session, row, "superseded", f"job {newer.id} (version {newer.series_version}) is newer")
             for dest in destinations:
                 repo.add_deliveries(session, row, dest.name, [(o.sop_instance_uid, stored(o.path)) for o in objects])
             row.produced_by = produced_by
@@ -284,6 +296,9 @@ class Worker:
             repo.add_event(session, row, "processed", detail)
             if destinations:
                 row.state = JobState.DELIVERING
+            elif newer is not None:
+                row.state, row.finished_at = JobState.CANCELLED, utcnow()
+                row.error = f"superseded by job {newer.id} (version {newer.series_version}): results not sent"
             else:
                 row.state, row.finished_at = JobState.DONE, utcnow()
                 repo.add_event(session, row, "done", "no result destinations configured")

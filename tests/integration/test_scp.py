@@ -21,11 +21,11 @@ from dicomnode.errors import StoreFullError
 from dicomnode.scp import ReceivedInstance, ScpSettings, StorageSCP
 from dicomnode.store import InstanceStore
 from dicomnode.testing.synthetic import write_ct_series
+from tests.conftest import shared_data
 from tests.support.orthanc import dcmtk
 
 pytestmark = pytest.mark.integration
 
-CONFORMANCE = Path("/work/shared/data/conformance/cornerstone_transfer_syntax_matrix")
 AET = "DICOMNODE"
 
 
@@ -149,7 +149,7 @@ def test_storescu_series_is_stored_as_sent(start_scp: Callable[..., StorageSCP],
 def test_compressed_file_keeps_its_transfer_syntax(
     start_scp: Callable[..., StorageSCP], name: str, option: str
 ) -> None:
-    source = CONFORMANCE / name
+    source = shared_data("conformance", "cornerstone_transfer_syntax_matrix", name)
     if not source.exists():
         pytest.skip(f"shared conformance data not found: {source}")
     sink = RecordingSink()

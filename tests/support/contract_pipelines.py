@@ -267,3 +267,20 @@ class LargestSeriesStudyPipeline(PipelineBase):
             ProducedBy.CLASSICAL,
             details={"series": largest.series_instance_uid, "slices": int(volume.array.shape[0])},
         )
+
+
+class LeakyPipeline(PipelineBase):
+    """Fails the way libraries do: quoting the offending values (here the patient's) in the message."""
+
+    name = "test_leaky"
+    version = "1.0.0"
+    description = "Test-only: an error message that quotes patient values"
+    selector = Selector(modalities=("CT",))
+    produces = frozenset({OutputKind.SR})
+
+    def run(self, inputs: PipelineInputs, ctx: RunContext) -> PipelineResult:
+        ds = inputs.primary.first
+        raise ValueError(
+            f"Unable to convert {ds.PatientBirthDate!r} to 'DA' for {ds.PatientName} ({ds.PatientID}), "
+            f"sex {ds.PatientSex!r}, accession {ds.AccessionNumber}"
+        )

@@ -21,8 +21,9 @@ def free_port() -> int:
 def storescu(
     files: Sequence[Path], port: int, *, called: str = "DICOMNODE", calling: str = "MODALITY", check: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    """Send ``files`` in one association with dcmtk's storescu."""
-    cmd = ["/usr/bin/storescu", "-aet", calling, "-aec", called, "127.0.0.1", str(port), *map(str, files)]
+    """Send ``files`` in one association with dcmtk's storescu (-R: propose what the files need, so SR and
+    SEG objects go too)."""
+    cmd = ["/usr/bin/storescu", "-R", "-aet", calling, "-aec", called, "127.0.0.1", str(port), *map(str, files)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=check)
 
 

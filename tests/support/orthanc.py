@@ -21,10 +21,12 @@ import pydicom
 import pytest
 
 from dicomnode.addresses import Destination
-from tests.conftest import DCMTK, require_tool
 from tests.support.net import free_port
+from tests.support.tools import DCMTK, require_tool
 
 ORTHANC_BINARY = Path("/usr/sbin/Orthanc")
+# Debian's orthanc-dicomweb package (the DICOMweb plugin OHIF talks to).
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 DCMTK_BIN = DCMTK
 
 
@@ -49,11 +51,16 @@ class Orthanc:
     aet = "ORTHANC"
     host = "127.0.0.1"
 
-    def __init__(self, workdir: Path, modalities: dict[str, list[Any]] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, modalities: dict[str, list[Any]] | None = None, *, dicomweb: bool = False
+    ) -> None:
+        """``dicomweb``: load the DICOMweb plugin at ``/dicom-web/`` (QIDO/WADO-RS metadata "Full", as OHIF
+        needs: without it, series metadata lacks the SR content tree and the SEG's functional groups)."""
         self.workdir = workdir
         self.dicom_port = free_port()
         self.http_port = free_port()
         self.modalities = dict(modalities or {})
+        self.dicomweb = dicomweb
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -84,9 +91,22 @@ class Orthanc:
             "DicomAlwaysAllowMove": True,
             "UnknownSopClassAccepted": True,
             "DicomModalities": self.modalities,
-            "Plugins": [],
+            "Plugins": [str(DICOMWEB_PLUGIN)] if self.dicomweb else [],
             "StorageCompression": False,
             "OverwriteInstances": True,
+            **({"DicomWeb": self.dicomweb_config()} if self.dicomweb else {}),
+        }
+
+    @staticmethod
+    def dicomweb_config() -> dict[str, Any]:
+        return {
+            "Enable": True,
+            "Root": "/dicom-web/",
+            "EnableWado": True,
+            "WadoRoot": "/wado",
+            "Ssl": False,
+            "StudiesMetadata": "Full",
+            "SeriesMetadata": "Full",
         }
 
     def start(self) -> None:

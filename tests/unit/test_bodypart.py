@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pydicom
 import pytest
 from pydicom import Dataset
@@ -16,8 +14,7 @@ from dicomnode.routing.bodypart import (
     normalise_body_part_text,
     regions_covered,
 )
-
-SHARED = Path("/work/shared/data")
+from tests.conftest import shared_data
 
 
 @pytest.mark.parametrize(
@@ -200,17 +197,13 @@ def test_enhanced_multiframe_frame_anatomy() -> None:
     ],
 )
 def test_real_vendor_headers(relative: str, expected: str, source: str) -> None:
-    path = SHARED / relative
-    if not path.exists():
-        pytest.skip(f"shared test data absent: {path}")
+    path = shared_data(relative)
     found = normalise_body_part(pydicom.dcmread(path, stop_before_pixels=True))
     assert (found.name, found.source) == (expected, source)
 
 
 def test_totalsegmentator_partialbody_has_no_known_region() -> None:
-    folder = SHARED / "ct/totalseg/example_ct_dicom"
-    if not folder.is_dir():
-        pytest.skip(f"shared test data absent: {folder}")
+    folder = shared_data("ct", "totalseg", "example_ct_dicom")
     ds = pydicom.dcmread(sorted(folder.iterdir())[0], stop_before_pixels=True)
     # PARTIALBODY, "CT Body 3.0", protocol "FDG_TK_KM": none of them names a region, so no guess is made
     assert normalise_body_part(ds).name is None

@@ -126,3 +126,69 @@ def test_bad_address_flag_is_a_clear_error() -> None:
     args = build_parser().parse_args(["serve", "--forward", "no-port@host"])
     with pytest.raises(ConfigError, match="AET@HOST:PORT"):
         settings_from_args(args)
+
+
+# ------------------------------------------------------------------------------------------- issue 7 (12, 17)
+def test_forward_and_results_to_the_same_pacs_is_one_destination_with_both_roles() -> None:
+    args = build_parser().parse_args(
+        ["serve", "--forward", "PACS@pacs.example.org:104", "--destination", "PACS@pacs.example.org:104"]
+    )
+    (dest,) = settings_from_args(args).destinations
+    assert (dest.name, dest.results, dest.forward) == ("PACS", True, True)
+    with pytest.raises(ConfigError, match="names must be unique"):
+        settings_from_args(
+            build_parser().parse_args(["serve", "--forward", "PACS@a:104", "--destination", "PACS@b:104"])
+        )
+
+
+def test_duplicate_rule_names_are_refused_when_loaded(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[[rules]]\nname = "ct"\npipelines = ["*"]\n[[rules]]\nname = "ct"\npipelines = ["*"]\n')
+    with pytest.raises(ConfigError, match=r"rules: names must be unique, repeated: \['ct'\]"):
+        load_settings(config)
+
+
+def test_config_check_prints_the_effective_config_or_names_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dicomnode.cli import main
+
+    good = tmp_path / "good.toml"
+    good.write_text('[database]\nurl = "postgresql://node:hunter2@db:5432/dicomnode"\n')
+    assert main(["config", "check", "--config", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "(valid)" in out and "postgresql://node:***@db:5432/dicomnode" in out and "hunter2" not in out
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text('[[rules]]\nname = "lung"\npipelines = ["lung_longitudinall"]\n')
+    assert main(["config", "check", "--config", str(unknown)]) == 2
+    err = capsys.readouterr().err
+    assert "rules[0] (lung).pipelines: unknown pipelines ['lung_longitudinall']" in err
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[node]\nport = 99999\n")
+    assert main(["config", "check", "--config", str(bad)]) == 2
+    assert "node.port" in capsys.readouterr().err
+
+
+def test_every_command_reads_the_same_node_and_never_creates_a_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dicomnode.cli import main
+    from dicomnode.db.engine import Database
+
+    node_dir = tmp_path / "site"
+    Database(f"sqlite:///{node_dir / 'data' / 'dicomnode.sqlite3'}").upgrade()  # what `serve` created there
+    config = node_dir / "dicomnode.toml"
+    config.write_text(f'[node]\ndata_dir = "{node_dir / "data"}"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("DICOMNODE_CONFIG", raising=False)
+    assert main(["jobs", "list"]) == 2  # no config here: it says so instead of showing an empty new database
+    assert "no node database at" in capsys.readouterr().err
+    assert not (elsewhere / "dicomnode-data").exists()
+    monkeypatch.setenv("DICOMNODE_CONFIG", str(config))
+    assert main(["jobs", "list"]) == 0
+    assert "pipeline" in capsys.readouterr().out
+    monkeypatch.delenv("DICOMNODE_CONFIG")
+    monkeypatch.chdir(node_dir)  # ./dicomnode.toml is found too
+    assert main(["jobs", "list"]) == 0

@@ -195,7 +195,7 @@ def test_seg_references_the_source_series(ct_case: CtCase) -> None:
 def test_sr_groups_read_back_with_tracking_values_and_units(ct_case: CtCase) -> None:
     report = _report(ct_case.objects[OutputKind.SR].path)
     volumetric = report.get_volumetric_roi_measurement_groups()
-    planar = report.get_planar_roi_measurement_groups()
+    planar = [g for g in report.get_planar_roi_measurement_groups() if g.get_measurements()]
     assert len(volumetric) == 1 and len(planar) == 1
     for group, expected in ((volumetric[0], ct_case.result.groups[0]), (planar[0], ct_case.result.groups[1])):
         assert group.tracking_uid == expected.tracking_uid
@@ -235,7 +235,8 @@ def test_sr_references_the_seg_segment_and_lists_it_as_evidence(ct_case: CtCase)
 
 
 def test_sr_planar_region_points_at_the_source_image(ct_case: CtCase) -> None:
-    region = _report(ct_case.objects[OutputKind.SR].path).get_planar_roi_measurement_groups()[0].roi
+    planar = _report(ct_case.objects[OutputKind.SR].path).get_planar_roi_measurement_groups()
+    region = next(g for g in planar if g.tracking_identifier == "nodule B").roi
     assert region is not None and region.graphic_type.value == "POLYLINE"
     np.testing.assert_allclose(region.value, np.array(SQUARE))
     source = region.ReferencedSOPSequence[0] if "ReferencedSOPSequence" in region else None
@@ -345,7 +346,7 @@ def test_version_2_references_predecessor_and_priors(ct_case: CtCase, tmp_path: 
     texts = [i.TextValue for i in evaluations.ContentSequence if i.ValueType == "TEXT"]
     assert f"{prior_info.study_instance_uid} (20200101)" in texts
     assert _dciodvfy_errors(obj.path) == []
-    assert _report(obj.path).get_planar_roi_measurement_groups()[0].tracking_uid == stable_uid("B")
+    assert [g.tracking_uid for g in _report(obj.path).get_planar_roi_measurement_groups()] == [stable_uid("B")]
 
 
 def test_result_without_groups_still_gives_a_readable_report(ct_case: CtCase, tmp_path: Path) -> None:
@@ -354,9 +355,11 @@ def test_result_without_groups_still_gives_a_readable_report(ct_case: CtCase, tm
         result, ct_case.datasets, pipeline_name="lung_test", pipeline_version="1.2.0", out_dir=tmp_path
     )
     assert sorted(o.kind.value for o in objects) == ["SR", "SUMMARY"]
-    groups = _report(next(o.path for o in objects if o.kind is OutputKind.SR)).get_image_measurement_groups()
+    groups = _report(next(o.path for o in objects if o.kind is OutputKind.SR)).get_planar_roi_measurement_groups()
     finding = groups[0].finding_type
     assert len(groups) == 1 and finding is not None and finding.meaning == "Clinical finding absent"
+    # drawn as the outline of the analysed image: viewers (OHIF) need a region for every finding
+    assert groups[0].roi is not None and groups[0].roi.graphic_type.value == "POLYLINE"
 
 
 # ------------------------------------------------------------------------------------------- 2D radiograph
@@ -390,7 +393,9 @@ def test_radiograph_gets_seg_and_planar_sr(tmp_path: Path) -> None:
     seg = hd.seg.segread(objects[OutputKind.SEG].path)
     mask = seg.get_pixels_by_source_instance([str(ds.SOPInstanceUID)])
     np.testing.assert_array_equal(mask[0, :, :, 0].astype(bool), bone)
-    planar = _report(objects[OutputKind.SR].path).get_planar_roi_measurement_groups()
+    planar = [
+        g for g in _report(objects[OutputKind.SR].path).get_planar_roi_measurement_groups() if g.get_measurements()
+    ]
     assert len(planar) == 1
     assert planar[0].get_measurements()[0].value == pytest.approx(40.5)
     assert _coded_evaluation(planar[0].get_qualitative_evaluations()[-1]) == ("produced-by", "learned")
@@ -485,3 +490,37 @@ def test_procedure_reported_is_coded_from_the_source_study(ct_case: CtCase, tmp_
         code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "RPID16", "RADLEX", "CT Chest wo IV Contrast"
         ds.ProcedureCodeSequence = [code]
     assert procedure(ordered, "b") == ("RPID16", "RADLEX")  # the study's own procedure code comes first
+
+
+# ------------------------------------------------------------------------------------------- what viewers draw
+def test_every_finding_has_a_planar_region_a_viewer_can_draw(ct_case: CtCase) -> None:
+    """OHIF merges a finding's groups by tracking UID and draws its SCOORD: a segment-only finding gets the
+    segment's outline on the slice where it is largest, a finding without evidence the analysed image's."""
+    report = _report(ct_case.objects[OutputKind.SR].path)
+    planar = {g.tracking_uid: g for g in report.get_planar_roi_measurement_groups()}
+    assert set(planar) == {g.tracking_uid for g in ct_case.result.groups}
+    outline = planar[stable_uid("A")].roi
+    assert outline is not None and outline.graphic_type.value == "POLYLINE"
+    points = np.asarray(outline.value)
+    np.testing.assert_array_equal(points[0], points[-1])  # closed
+    sphere = ct_case.label_map == 1
+    largest = int(np.argmax(sphere.reshape(sphere.shape[0], -1).sum(axis=1)))
+    uid = outline.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+    assert uid == load_volume(ct_case.datasets).sources[largest].sop_instance_uid
+    rows, cols = np.nonzero(sphere[largest])
+    assert points[:, 0].min() == pytest.approx(cols.min(), abs=1) and points[:, 0].max() == pytest.approx(
+        cols.max(), abs=1
+    )
+    assert points[:, 1].min() == pytest.approx(rows.min(), abs=1) and points[:, 1].max() == pytest.approx(
+        rows.max(), abs=1
+    )
+
+
+def test_segments_carry_their_display_colour(ct_case: CtCase) -> None:
+    from dicomnode.plugins.drawing import segment_colour
+
+    seg = hd.seg.segread(ct_case.objects[OutputKind.SEG].path)
+    for number in (1, 2):
+        value = seg.get_segment_description(number).RecommendedDisplayCIELabValue
+        shown = hd.color.CIELabColor.from_dicom_value(value).to_rgb()
+        assert np.allclose(shown, segment_colour(number), atol=3)

@@ -167,17 +167,30 @@ def test_concurrent_claims_never_hand_out_a_job_twice(db: Database) -> None:
 
 
 def test_expired_lease_is_claimed_again_and_attempts_are_bounded(db: Database) -> None:
-    job_id = _enqueue(db, "lease")
+    """A worker that dies every time (segfault, OOM kill) never finishes its attempt: after max_attempts
+    lease expiries the job is FAILED with that reason, not reclaimed forever."""
+    job_id = _enqueue(db, "lease")  # max_attempts = 2
+    now = utcnow()
     with db.session() as s:
-        assert repo.claim_job(s, owner="dead", lease_seconds=5, is_postgres=db.is_postgres, pipelines=["p"]) is not None
+        assert repo.claim_job(s, owner="dead1", lease_seconds=5, is_postgres=db.is_postgres, pipelines=["p"], now=now)
+    with db.session() as s:  # lease still valid: nobody takes it over
+        assert (
+            repo.claim_job(s, owner="x", lease_seconds=5, is_postgres=db.is_postgres, pipelines=["p"], now=now) is None
+        )
+    later = now + dt.timedelta(seconds=6)
     with db.session() as s:
-        assert repo.claim_job(s, owner="alive", lease_seconds=5, is_postgres=db.is_postgres, pipelines=["p"]) is None
-    later = utcnow() + dt.timedelta(seconds=6)
+        job = repo.claim_job(s, owner="dead2", lease_seconds=5, is_postgres=db.is_postgres, pipelines=["p"], now=later)
+        assert job is not None and job.id == job_id and job.attempts == 2 and job.lease_owner == "dead2"
+    much_later = later + dt.timedelta(seconds=6)
+    with db.session() as s:  # the second worker died too: no third claim
+        assert (
+            repo.claim_job(s, owner="w3", lease_seconds=5, is_postgres=db.is_postgres, pipelines=["p"], now=much_later)
+            is None
+        )
     with db.session() as s:
-        job = repo.claim_job(s, owner="alive", lease_seconds=5, is_postgres=db.is_postgres, pipelines=["p"], now=later)
-        assert job is not None and job.id == job_id and job.attempts == 2 and job.lease_owner == "alive"
-        repo.fail_attempt(s, job, "boom", retry_base_seconds=1, retryable=True)
-        assert job.state is JobState.FAILED  # max_attempts = 2 reached
+        job = s.get(Job, job_id)
+        assert job is not None and job.state is JobState.FAILED and job.lease_owner is None
+        assert job.error is not None and job.error.startswith("worker died 2 times")
         assert [e.action for e in job.events][-3:] == ["claimed", "reclaimed", "failed"]
 
 

@@ -34,8 +34,7 @@ from dicomnode.routing.router import decide
 from dicomnode.routing.rules import Rule, load_rules, match_rule
 from dicomnode.routing.selectors import match_selector
 from dicomnode.testing.synthetic import StudyInfo, write_ct_series, write_radiograph
-
-TOTALSEG_DICOM = Path("/work/shared/data/ct/totalseg/example_ct_dicom")
+from tests.conftest import shared_data
 
 
 # --------------------------------------------------------------------------------------------- fakes
@@ -140,9 +139,7 @@ def test_empty_sop_class_uid_falls_back_to_file_meta() -> None:
 
 
 def test_facts_of_totalsegmentator_series_with_empty_sop_class_uid() -> None:
-    if not TOTALSEG_DICOM.is_dir():
-        pytest.skip(f"shared test data absent: {TOTALSEG_DICOM}")
-    path = sorted(TOTALSEG_DICOM.iterdir())[0]
+    path = sorted(shared_data("ct", "totalseg", "example_ct_dicom").iterdir())[0]
     ds = pydicom.dcmread(path, stop_before_pixels=True)
     assert ds.SOPClassUID == ""  # the point of this file
     facts = SeriesFacts.from_dataset(ds, instance_count=20)
@@ -452,10 +449,8 @@ def test_explain_folder_on_synthetic_study(study_folder: dict[str, str]) -> None
 
 
 def test_explain_folder_on_totalsegmentator_example() -> None:
-    if not TOTALSEG_DICOM.is_dir():
-        pytest.skip(f"shared test data absent: {TOTALSEG_DICOM}")
     rules = load_rules([{"name": "ct", "match": {"modality": "CT"}, "pipelines": ["*"]}])
-    report = explain_folder(TOTALSEG_DICOM, rules, _pipelines(LUNG, LONGITUDINAL))
+    report = explain_folder(shared_data("ct", "totalseg", "example_ct_dicom"), rules, _pipelines(LUNG, LONGITUDINAL))
     # The anonymiser blanked every UID: the 20 files are one group, its SOP class comes from the file meta.
     assert report.startswith("1 series under ")
     assert "Series (no SeriesInstanceUID in these files)" in report

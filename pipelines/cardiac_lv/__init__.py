@@ -1,0 +1,1 @@
+"""``cardiac_lv``: left-ventricle quantification and cardiac phase from short-axis cine MR (patent 001)."""

@@ -1,0 +1,82 @@
+"""ct_fracture's measures on cases with known answers: the RibFrac FROC, 3D box IoU and NMS, the component
+clean-up's two thresholds, and hole filling that leaves deep holes open."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipelines.ct_fracture import morphology as morph
+from pipelines.ct_fracture.cleanup import CleanupParams, clean_components
+from pipelines.ct_fracture.fcos import box_iou, nms_3d
+from pipelines.ct_fracture.froc import ScanResult, froc, sensitivity_at
+
+
+def test_froc_on_a_case_worked_by_hand():
+    # scan A: fractures a1, a2; predictions 0.9 hits a1 (IoU 0.5), 0.8 hits nothing, 0.3 hits a2 (IoU 0.3),
+    # 0.85 hits a1 again (a duplicate: neither a hit nor a false positive).
+    # scan B: fracture b1; predictions 0.6 hits nothing, 0.2 hits b1 (IoU 0.25), 0.5 touches b1 (IoU 0.1: a FP).
+    a = ScanResult(np.array([[0.5, 0.0], [0.1, 0.0], [0.0, 0.3], [0.4, 0.0]]), np.array([0.9, 0.8, 0.3, 0.85]))
+    b = ScanResult(np.array([[0.0], [0.25], [0.1]]), np.array([0.6, 0.2, 0.5]))
+    report = froc([a, b])
+    # operating points by threshold: >0.9 none; (0.85,0.9]: 1 hit 0 FP; (0.8,0.85]: same;
+    # (0.6,0.8]: 1 hit, 1 FP -> 0.5 FP/scan; (0.5,0.6]: 1 hit, 2 FP -> 1.0; (0.3,0.5]: 1 hit, 3 FP -> 1.5;
+    # (0.2,0.3]: 2 hits, 3 FP; <=0.2: 3 hits, 3 FP -> 1.5 FP/scan at sensitivity 1.
+    assert report["sensitivity_at_fp"] == {
+        "0.5": pytest.approx(1 / 3, abs=1e-4),
+        "1": pytest.approx(1 / 3, abs=1e-4),
+        "2": 1.0,
+        "4": 1.0,
+        "8": 1.0,
+    }
+    assert report["froc"] == pytest.approx((1 / 3 + 1 / 3 + 3) / 5)
+    assert report["max_sensitivity"] == 1.0 and report["fp_per_scan_at_max_sensitivity"] == 1.5
+    assert report["fractures"] == 3 and report["scans"] == 2
+
+
+def test_froc_interpolates_between_operating_points_and_is_zero_below_them():
+    assert sensitivity_at([2.0, 0.0], [0.8, 0.4], 1.0) == pytest.approx(0.6)
+    assert sensitivity_at([3.0, 1.0], [0.9, 0.5], 0.5) == 0.0  # never this few false positives
+    assert sensitivity_at([3.0, 1.0], [0.9, 0.5], 8.0) == 0.9
+
+
+def test_froc_with_no_detections_is_zero_and_a_perfect_detector_is_one():
+    empty = ScanResult(np.zeros((0, 2)), np.zeros(0))
+    assert froc([empty])["froc"] == 0.0
+    perfect = ScanResult(np.array([[0.9, 0.0], [0.0, 0.7]]), np.array([0.95, 0.9]))
+    assert froc([perfect])["froc"] == 1.0
+
+
+def test_box_iou_and_nms():
+    boxes = np.array([[0, 0, 0, 10, 10, 10], [0, 0, 5, 10, 10, 15], [20, 20, 20, 24, 24, 24]], dtype=float)
+    iou = box_iou(boxes, boxes)
+    assert iou[0, 1] == pytest.approx(500 / 1500) and iou[0, 2] == 0.0 and iou[2, 2] == 1.0
+    keep = nms_3d(boxes, np.array([0.5, 0.9, 0.4]), iou_threshold=0.3)
+    assert keep.tolist() == [1, 2]
+
+
+def test_cleanup_drops_small_and_isolated_components_but_keeps_large_isolated_bone():
+    spacing = (1.0, 1.0, 1.0)
+    mask = np.zeros((40, 80, 120), dtype=bool)
+    mask[5:35, 10:20, 10:20] = True  # 3 mL: a bone
+    mask[5:35, 10:20, 24:34] = True  # 3 mL, 4 mm away: a neighbour
+    mask[20:22, 40:42, 15:17] = True  # 0.008 mL: a speck (too small)
+    mask[10:20, 50:60, 50:60] = True  # 1 mL, 30 mm from everything: isolated
+    mask[0:40, 40:75, 95:118] = True  # 32 mL, far from everything, but large: kept
+    result = clean_components(mask, spacing, CleanupParams(min_volume_ml=0.05, max_gap_mm=15.0, keep_isolated_ml=15.0))
+    kept = result.labels > 0
+    assert result.count == 3 and result.dropped_small == 1 and result.dropped_isolated == 1
+    assert kept[20, 15, 15] and kept[20, 15, 30] and kept[20, 60, 100]
+    assert not kept[21, 41, 16] and not kept[15, 55, 55]
+    assert result.labels[20, 60, 100] == 1  # labelled largest first
+
+
+def test_hole_filling_fills_marrow_and_leaves_deep_or_large_holes_open():
+    mask = np.zeros((1, 100, 200), dtype=bool)
+    yy, xx = np.mgrid[:100, :200]
+    ring = lambda cy, cx, r: (np.hypot(yy - cy, xx - cx) <= r) & (np.hypot(yy - cy, xx - cx) > r - 2)  # noqa: E731
+    mask[0] = ring(50, 40, 10) | ring(50, 140, 40)
+    filled = morph.fill_holes_split(mask, max_depth_px=16.0)[0]
+    assert filled[0, 50, 40]  # a 10 px marrow cavity
+    assert not filled[0, 50, 140]  # 38 px deep: the space ribs and spine enclose, not marrow
+    assert not morph.fill_holes_2d(mask, max_hole_px=100)[0, 50, 40]
