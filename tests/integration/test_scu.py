@@ -15,12 +15,18 @@ from dicomnode.dispatch import Outcome, StoreSCU
 from dicomnode.scp import ScpSettings, StorageSCP
 from dicomnode.store import InstanceStore
 from dicomnode.testing.synthetic import StudyInfo, write_ct_series, write_radiograph
-from tests.integration.test_scp import CONFORMANCE, RecordingSink
+from tests.conftest import shared_data
+from tests.integration.test_scp import RecordingSink
 from tests.support.orthanc import Orthanc, dcmtk, free_port, wait_for_port
 
 pytestmark = pytest.mark.integration
 
-J2K_LOSSLESS = CONFORMANCE / "CTImage.dcm_JPEG2000LosslessOnlyTransferSyntax_1.2.840.10008.1.2.4.90.dcm"
+J2K_NAME = "CTImage.dcm_JPEG2000LosslessOnlyTransferSyntax_1.2.840.10008.1.2.4.90.dcm"
+
+
+def _j2k_lossless() -> Path:
+    return shared_data("conformance", "cornerstone_transfer_syntax_matrix", J2K_NAME)
+
 
 # dcmtk association negotiation profile: Digital X-Ray only, uncompressed only.
 DX_ONLY_PROFILE = """
@@ -124,13 +130,12 @@ def test_calling_ae_not_allowed_is_permanent(tmp_path: Path) -> None:
 
 
 def test_jpeg2000_forwarded_unchanged_to_orthanc(orthanc: Orthanc) -> None:
-    if not J2K_LOSSLESS.exists():
-        pytest.skip(f"shared conformance data not found: {J2K_LOSSLESS}")
-    (outcome,) = StoreSCU("DICOMNODE").send(orthanc.destination, [J2K_LOSSLESS])
+    j2k = _j2k_lossless()
+    (outcome,) = StoreSCU("DICOMNODE").send(orthanc.destination, [j2k])
     assert outcome.outcome is Outcome.ACCEPTED
     (instance,) = orthanc.instances()
     stored = orthanc.download(instance["ID"])
-    original = pydicom.dcmread(J2K_LOSSLESS)
+    original = pydicom.dcmread(j2k)
     assert stored.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
     assert stored.PixelData == original.PixelData
 
@@ -138,16 +143,15 @@ def test_jpeg2000_forwarded_unchanged_to_orthanc(orthanc: Orthanc) -> None:
 def test_compressed_file_is_decompressed_for_an_uncompressed_only_peer(
     tmp_path: Path, storescp_processes: list[subprocess.Popen[bytes]]
 ) -> None:
-    if not J2K_LOSSLESS.exists():
-        pytest.skip(f"shared conformance data not found: {J2K_LOSSLESS}")
+    j2k = _j2k_lossless()
     received = tmp_path / "received"
     process, port = start_storescp(received)  # dcmtk storescp accepts only uncompressed syntaxes by default
     storescp_processes.append(process)
-    (outcome,) = StoreSCU("DICOMNODE").send(Destination.parse(f"STORESCP@127.0.0.1:{port}"), [J2K_LOSSLESS])
+    (outcome,) = StoreSCU("DICOMNODE").send(Destination.parse(f"STORESCP@127.0.0.1:{port}"), [j2k])
     assert outcome.outcome is Outcome.ACCEPTED
     (path,) = [p for p in received.iterdir() if p.is_file()]
     stored = pydicom.dcmread(path)
-    original = pydicom.dcmread(J2K_LOSSLESS)
+    original = pydicom.dcmread(j2k)
     assert not stored.file_meta.TransferSyntaxUID.is_compressed
     assert stored.SOPInstanceUID == original.SOPInstanceUID
     assert np.array_equal(stored.pixel_array, original.pixel_array)
