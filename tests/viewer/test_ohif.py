@@ -41,7 +41,7 @@ def _spheres(workdir: Path) -> list[str]:
 
 
 def _hand(workdir: Path) -> list[str]:
-    markers = (MarkerSpec("L", 0, height_px=34), MarkerSpec("R", 1, height_px=34))
+    markers = (MarkerSpec("L", 0, height_mm=14.0), MarkerSpec("R", 1, height_mm=14.0))
     phantom = make_phantom(PhantomSpec(sides=("L", "R"), markers=markers, seed=3))
     write_radiograph(phantom.stored, workdir / "source" / "hands.dcm", bits_stored=phantom.bits_stored)
     return []
