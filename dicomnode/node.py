@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 
 from dicomnode.assembly import assemble_once
 from dicomnode.config import Settings
@@ -125,8 +126,10 @@ class Node:
         self.db.dispose()
         log.info("node_stopped")
 
-    def serve_forever(self) -> None:
+    def serve_forever(self, on_started: Callable[[], None] | None = None) -> None:
         self.start()
+        if on_started is not None:
+            on_started()
         stopped = threading.Event()
 
         def _on_signal(signum: int, _frame: object) -> None:
