@@ -206,6 +206,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     return status_command(settings)
 
 
+def cmd_retention(args: argparse.Namespace) -> int:
+    from dicomnode.db.queries import open_node_database
+    from dicomnode.retention import has_limits, run_retention
+
+    settings = settings_from_args(args)
+    configure_logging(settings.node.log_level if args.log_level else "WARNING")
+    db = open_node_database(settings)
+    try:
+        candidates = run_retention(db, settings, dry_run=args.dry_run)
+    finally:
+        db.dispose()
+    for c in candidates:
+        print(("would delete " if args.dry_run else "deleted ") + c.describe())
+    total = sum(c.bytes for c in candidates)
+    verb = "would free" if args.dry_run else "freed"
+    note = "" if has_limits(settings) else " (no [retention] limit is configured)"
+    print(f"retention: {len(candidates)} item(s), {verb} {total / 1e6:.1f} MB{note}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from dicomnode.plugins.api import TrainablePipeline
     from dicomnode.runner.host import build_registry
@@ -411,6 +431,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="workers (and why one was restarted), queue, destinations")
     _add_config_options(p)
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("retention", help="delete old instances and results as [retention] says (never what jobs need)")
+    _add_config_options(p)
+    p.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
+    p.set_defaults(func=cmd_retention)
 
     p = sub.add_parser("send", help="send every DICOM file under a folder to a DICOM peer (C-STORE)")
     _add_config_options(p)

@@ -20,6 +20,7 @@ from dicomnode.delivery import Dispatcher
 from dicomnode.errors import ConfigError
 from dicomnode.ingest import DatabaseSink
 from dicomnode.plugins.registry import Registry
+from dicomnode.retention import RetentionLoop, retention_configured
 from dicomnode.routing.rules import ALL_PIPELINES
 from dicomnode.runner.host import build_registry
 from dicomnode.runner.supervisor import WorkerSupervisor, write_child_settings
@@ -102,6 +103,8 @@ class Node:
             ("assembler", _Assembler(self)),
             ("dispatcher", Dispatcher(self.settings, self.db)),
         ]
+        if retention_configured(self.settings):
+            bodies.append(("retention", RetentionLoop(self.settings, self.db)))
         if self.settings.worker.processes > 0:
             supervisor = WorkerSupervisor(self.settings, self.db, settings_file, self.settings.worker.processes)
             bodies.append(("workers", supervisor))
