@@ -107,6 +107,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scp(args: argparse.Namespace) -> int:
+    """The receiving part alone: SCP, assembler/router (and retention) on the shared database and store."""
+    from dicomnode.node import RECEIVE, Node
+    from dicomnode.startup import startup_lines
+
+    settings = settings_from_args(args)
+    configure_logging(settings.node.log_level)
+    node = Node(settings, roles=frozenset({RECEIVE}))
+
+    def _announce() -> None:
+        lines = startup_lines(settings, node.scp.port, node.registry.active(), workers=False, destinations=False)
+        print("\n".join(lines), flush=True)
+
+    node.serve_forever(on_started=_announce)
+    return 0
+
+
+def cmd_dispatch(args: argparse.Namespace) -> int:
+    """The delivering part alone: claims due deliveries from the shared database and sends them."""
+    from dicomnode.node import DISPATCH, Node
+    from dicomnode.startup import destination_lines
+
+    settings = settings_from_args(args)
+    configure_logging(settings.node.log_level)
+    node = Node(settings, roles=frozenset({DISPATCH}))
+
+    def _announce() -> None:
+        lines = [f"dicomnode dispatching as {settings.dispatch_calling_ae}", *destination_lines(settings)]
+        print("\n".join(lines), flush=True)
+
+    node.serve_forever(on_started=_announce)
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from dicomnode.node import run_worker_child, run_workers
 
@@ -373,6 +407,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(p)
     _add_serve_options(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("scp", help="receive only: DICOM SCP and assembler/router (scale-out on Postgres)")
+    _add_config_options(p)
+    _add_serve_options(p)
+    p.set_defaults(func=cmd_scp)
+
+    p = sub.add_parser("dispatch", help="deliver only: send results and forwards (scale-out on Postgres)")
+    _add_config_options(p)
+    p.set_defaults(func=cmd_dispatch)
 
     p = sub.add_parser("worker", help="run supervised worker processes (claim jobs from the shared database)")
     _add_config_options(p)

@@ -33,7 +33,9 @@ def destination_lines(settings: Settings, *, timeout: float = 3.0) -> list[str]:
     ]
 
 
-def startup_lines(settings: Settings, port: int, pipelines: Iterable[str]) -> list[str]:
+def startup_lines(
+    settings: Settings, port: int, pipelines: Iterable[str], *, workers: bool = True, destinations: bool = True
+) -> list[str]:
     node = settings.node
     data_dir = node.data_dir.resolve()
     lines = [
@@ -42,8 +44,11 @@ def startup_lines(settings: Settings, port: int, pipelines: Iterable[str]) -> li
         f"  database:    {mask_url(settings.database_url)}",
         f"  calling AEs: {', '.join(node.allowed_calling_aes) or 'any'}",
         f"  pipelines:   {', '.join(sorted(pipelines)) or 'none'}",
-        f"  workers:     {settings.worker.processes} on this host",
     ]
+    if workers:
+        lines.append(f"  workers:     {settings.worker.processes} on this host")
+    if not destinations:  # a receiver alone: `dicomnode dispatch` reports them
+        return lines
     lines += destination_lines(settings)
     if not any(d.results for d in settings.destinations):
         lines.append(
