@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from dicomnode.addresses import Destination
 from dicomnode.config import DestinationSettings, Settings, mask_url
-from dicomnode.dispatch.echo import EchoResult, echo
+from dicomnode.dispatch.echo import echo
 
 
 def _roles(dest: DestinationSettings) -> str:
@@ -21,14 +21,14 @@ def destination_lines(settings: Settings, *, timeout: float = 3.0) -> list[str]:
     if not dests:
         return []
 
-    def check(dest: DestinationSettings) -> EchoResult:
+    def check(dest: DestinationSettings) -> str:
         address = Destination(dest.name, dest.ae_title, dest.host, dest.port)
         return echo(address, settings.dispatch_calling_ae, timeout=timeout)
 
     with ThreadPoolExecutor(max_workers=min(8, len(dests))) as pool:
         results = list(pool.map(check, dests))
     return [
-        f"  destination {d.name}: {d.ae_title}@{d.host}:{d.port} ({_roles(d)}), C-ECHO {r.detail}"
+        f"  destination {d.name}: {d.ae_title}@{d.host}:{d.port} ({_roles(d)}), C-ECHO {r}"
         for d, r in zip(dests, results, strict=True)
     ]
 
