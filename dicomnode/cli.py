@@ -546,7 +546,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             status = _pipeline_command(argv)
             if status is not None:
                 return status
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # named after the command it was given to, with that command's help
+            hint = f"(see `dicomnode {args.command} --help`)"
+            parser.exit(2, f"dicomnode {args.command}: error: unrecognized arguments: {' '.join(extra)} {hint}\n")
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
