@@ -233,6 +233,11 @@ def test_retention_command_dry_run(tmp_path: Path) -> None:
     result = run_cli("retention", "--config", str(config), cwd=tmp_path)
     assert result.returncode == 0 and result.stdout.startswith("deleted instances")
     assert not any(_exists(world, "A"))
+    status = run_cli("status", "--config", str(config), cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    disk = status.stdout.split("disk:\n", 1)[1]
+    assert disk.strip().startswith(f"{settings.node.data_dir.resolve()}:") and "GB free of" in disk
+    assert "destinations:\n  none configured" in status.stdout
 
 
 def test_serve_runs_retention_periodically(tmp_path: Path) -> None:
