@@ -101,3 +101,25 @@ def test_send_to_nobody_says_so_in_one_line(workdir: Path, tmp_path: Path) -> No
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "2 of 2 files not stored" in lines[0] and "could not connect" in lines[0]
     assert "sent 0/2 files" in result.stdout
+
+
+def test_every_argument_has_help() -> None:
+    import argparse
+
+    from dicomnode.cli import build_parser
+
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                helps = {choice.dest: choice.help for choice in action._choices_actions}
+                for name, child in action.choices.items():
+                    if not helps.get(name):
+                        missing.append(f"{path} {name}")
+                    walk(child, f"{path} {name}")
+            elif action.help is None:
+                missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(build_parser(), "dicomnode")
+    assert not missing, missing
