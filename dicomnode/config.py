@@ -76,6 +76,15 @@ class DispatchSettings(_Strict):
     backoff_cap_seconds: float = Field(default=300.0, gt=0)
     batch_size: int = Field(default=100, ge=1)
     poll_seconds: float = Field(default=0.5, gt=0)
+    # Timeouts of one association (each destination may override them): TCP connect, association
+    # negotiation (a peer that accepts TCP and never answers), and each C-STORE answer.
+    connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    acse_timeout_seconds: float = Field(default=30.0, gt=0)
+    dimse_timeout_seconds: float = Field(default=120.0, gt=0)
+    # Circuit breaker per destination: after this many failed associations in a row it opens (nothing is
+    # sent there), and after the cool-down one probe delivery decides whether it closes again.
+    circuit_failures: int = Field(default=5, ge=1)
+    circuit_cooldown_seconds: float = Field(default=60.0, gt=0)
 
 
 class DestinationSettings(_Strict):
@@ -85,6 +94,13 @@ class DestinationSettings(_Strict):
     port: int = Field(ge=1, le=65535)
     results: bool = True  # receives the results (SR, SEG, summary) of every job
     forward: bool = False  # receives every received instance, unchanged
+    # Per-destination overrides of dispatch.*_timeout_seconds (None: the dispatch value).
+    connect_timeout_seconds: float | None = Field(default=None, gt=0)
+    acse_timeout_seconds: float | None = Field(default=None, gt=0)
+    dimse_timeout_seconds: float | None = Field(default=None, gt=0)
+    # Associations opened at once to this destination when many deliveries wait (a PACS that accepts
+    # several; the results of one job always travel together over one association).
+    max_associations: int = Field(default=1, ge=1, le=32)
 
     _aet = field_validator("ae_title")(_check_ae_title)
 
