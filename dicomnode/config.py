@@ -101,8 +101,33 @@ class DestinationSettings(_Strict):
     # Associations opened at once to this destination when many deliveries wait (a PACS that accepts
     # several; the results of one job always travel together over one association).
     max_associations: int = Field(default=1, ge=1, le=32)
+    # DICOM TLS (PS3.15 B.1): the destination's certificate is verified against tls_ca_file (else the
+    # system's CAs) and its name or IP address (tls_server_name, else host); with tls_cert_file and
+    # tls_key_file the node presents its own certificate (mutual TLS).
+    tls: bool = False
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_server_name: str | None = None
 
     _aet = field_validator("ae_title")(_check_ae_title)
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> DestinationSettings:
+        files = {
+            "tls_ca_file": self.tls_ca_file,
+            "tls_cert_file": self.tls_cert_file,
+            "tls_key_file": self.tls_key_file,
+        }
+        given = [key for key, value in files.items() if value is not None]
+        if given and not self.tls:
+            raise ValueError(f"{', '.join(given)} given but tls is false")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together (the node's certificate and its key)")
+        missing = [f"{key} ({value})" for key, value in files.items() if value is not None and not value.is_file()]
+        if missing:
+            raise ValueError(f"no such file: {', '.join(missing)}")
+        return self
 
 
 class PipelineSettings(_Strict):

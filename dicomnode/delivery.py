@@ -28,6 +28,7 @@ from dicomnode.db import repository as repo
 from dicomnode.db.engine import Database
 from dicomnode.db.models import CircuitState, Delivery, DeliveryState, DestinationState, utcnow
 from dicomnode.dispatch import Outcome, SendOutcome, StoreSCU, backoff_delay
+from dicomnode.dispatch.tls import client_tls
 from dicomnode.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,20 @@ class DestinationLane:
         connect = dest.connect_timeout_seconds or cfg.connect_timeout_seconds
         acse = dest.acse_timeout_seconds or cfg.acse_timeout_seconds
         dimse = dest.dimse_timeout_seconds or cfg.dimse_timeout_seconds
+        tls = None
+        if dest.tls:
+            tls = client_tls(
+                dest.tls_server_name or dest.host,
+                ca_file=dest.tls_ca_file,
+                cert_file=dest.tls_cert_file,
+                key_file=dest.tls_key_file,
+            )
         self.scu = StoreSCU(
-            dispatcher.settings.dispatch_calling_ae, connect_timeout=connect, acse_timeout=acse, dimse_timeout=dimse
+            dispatcher.settings.dispatch_calling_ae,
+            connect_timeout=connect,
+            acse_timeout=acse,
+            dimse_timeout=dimse,
+            tls=tls,
         )
         self.max_associations = dest.max_associations
         # A DIMSE timeout aborts the association, so one batch waits at most for one unanswered C-STORE.
@@ -217,6 +230,7 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self.owner = owner or f"dispatch:{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._lanes: dict[str, DestinationLane] = {}
+        self._broken: set[str] = set()
 
     def lane(self, name: str) -> DestinationLane | None:
         """The lane of destination ``name`` (a configured name or an AET@HOST:PORT address); None, with its
@@ -229,7 +243,15 @@ class Dispatcher:
         except ConfigError as exc:
             self._unknown_destination(name, exc)
             return None
-        lane = self._lanes[name] = DestinationLane(self, dest)
+        try:
+            lane = DestinationLane(self, dest)
+        except ConfigError as exc:  # unreadable TLS files: its deliveries wait until the files are fixed
+            if name not in self._broken:
+                log.error("destination_unusable destination=%s error=%s", name, exc)
+                self._broken.add(name)
+            return None
+        self._broken.discard(name)
+        self._lanes[name] = lane
         return lane
 
     def run_once(self) -> int:

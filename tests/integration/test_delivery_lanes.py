@@ -11,71 +11,31 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pydicom
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from dicomnode.cli import main
-from dicomnode.config import Settings
 from dicomnode.db import repository as repo
 from dicomnode.db.engine import Database
-from dicomnode.db.models import CircuitState, Delivery, DeliveryState, DestinationState, Job, JobKind, JobState, Study
+from dicomnode.db.models import CircuitState, DeliveryState, DestinationState, JobState
 from dicomnode.delivery import Dispatcher
 from dicomnode.scp import ScpSettings, StorageSCP
 from dicomnode.store import InstanceStore
-from dicomnode.testing.synthetic import StudyInfo, write_ct_series
 from tests.integration.test_scp import RecordingSink
+from tests.support.deliveries import (
+    ct_files,
+    deliveries_to,
+    delivery_settings,
+    destination,
+    job_state,
+    queue_deliveries,
+)
 from tests.support.net import free_port, wait_for
-from tests.support.node import node_settings
 from tests.support.orthanc import Orthanc, dcmtk, wait_for_port
 from tests.support.peers import BlackHole, StuckSCP
 
 pytestmark = pytest.mark.integration
-
-
-def _settings(tmp_path: Path, database_url: str, destinations: list[dict[str, Any]], **dispatch: Any) -> Settings:
-    base = node_settings(tmp_path, database_url, worker={"processes": 0}, dispatch=dispatch)
-    return Settings.model_validate({**base.model_dump(mode="json"), "destinations": destinations})
-
-
-def _dest(name: str, port: int, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "ae_title": name, "host": "127.0.0.1", "port": port, **extra}
-
-
-def _ct(tmp_path: Path, slices: int, seed: int = 3) -> list[Path]:
-    hu = np.random.default_rng(seed).integers(-1000, 1500, size=(slices, 16, 16))
-    return write_ct_series(hu, tmp_path / f"ct{seed}", info=StudyInfo(patient_id="LANES"))
-
-
-def _queue(db: Database, destinations: Sequence[str], paths: Sequence[Path], key: str = "job") -> int:
-    """A DELIVERING job with one delivery of each file to each destination (in the order given)."""
-    items = [(str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID), str(p)) for p in paths]
-    with db.session() as s:
-        study = Study(study_instance_uid=f"1.2.826.0.1.{abs(hash(key)) % 10**8}")
-        s.add(study)
-        s.flush()
-        job = repo.enqueue_job(
-            s, kind=JobKind.FORWARD, pipeline=",".join(destinations), pipeline_version="", dedup_key=key,
-            study_id=study.id, series_id=None, series_version=1, rule="forward", max_attempts=3,
-            state=JobState.DELIVERING,
-        )  # fmt: skip
-        assert job is not None
-        for name in destinations:
-            repo.add_deliveries(s, job, name, items)
-        return job.id
-
-
-def _deliveries(db: Database, destination: str) -> list[Delivery]:
-    with db.session() as s:
-        return list(s.scalars(select(Delivery).where(Delivery.destination == destination).order_by(Delivery.id)))
-
-
-def _job_state(db: Database, job_id: int) -> JobState:
-    with db.session() as s:
-        job = s.get(Job, job_id)
-        assert job is not None
-        return job.state
 
 
 @contextmanager
@@ -95,39 +55,41 @@ def _dispatching(dispatchers: Sequence[Dispatcher]) -> Iterator[None]:
 def test_a_hanging_destination_delays_no_other(tmp_path: Path, orthanc: Orthanc) -> None:
     """Two destinations hang for a minute each (one never answers the association request, one never
     answers C-STORE), queued before the healthy one: Orthanc gets every file while both still hang."""
-    paths = _ct(tmp_path, 3)
+    paths = ct_files(tmp_path, 3)
     with BlackHole() as hole, StuckSCP() as stuck:
-        settings = _settings(
+        settings = delivery_settings(
             tmp_path,
             f"sqlite:///{tmp_path / 'n.sqlite3'}",
             [
-                _dest("HOLE", hole.port, acse_timeout_seconds=60),
-                _dest("STUCK", stuck.port, dimse_timeout_seconds=60),
-                _dest(orthanc.aet, orthanc.dicom_port),
+                destination("HOLE", hole.port, acse_timeout_seconds=60),
+                destination("STUCK", stuck.port, dimse_timeout_seconds=60),
+                destination(orthanc.aet, orthanc.dicom_port),
             ],
         )
         db = Database(settings.database_url)
         db.upgrade()
-        job_id = _queue(db, ["HOLE", "STUCK", orthanc.aet], paths)
+        job_id = queue_deliveries(db, ["HOLE", "STUCK", orthanc.aet], paths)
         with _dispatching([Dispatcher(settings, db)]):
             wait_for(
-                lambda: all(d.state is DeliveryState.DONE for d in _deliveries(db, orthanc.aet)),
+                lambda: all(d.state is DeliveryState.DONE for d in deliveries_to(db, orthanc.aet)),
                 30,
                 "Orthanc's deliveries (sent while the other two destinations hang)",
             )
             # Both hanging destinations are still in their first attempt (a lease held, nothing recorded).
             assert stuck.entered.is_set() and hole.connections
             for name in ("HOLE", "STUCK"):
-                assert [(d.state, d.attempts) for d in _deliveries(db, name)] == [(DeliveryState.PENDING, 0)] * 3
-                assert all(d.lease_owner for d in _deliveries(db, name)[:1])
-            assert _job_state(db, job_id) is JobState.DELIVERING  # done only when every delivery has ended
+                assert [(d.state, d.attempts) for d in deliveries_to(db, name)] == [(DeliveryState.PENDING, 0)] * 3
+                assert all(d.lease_owner for d in deliveries_to(db, name)[:1])
+            assert job_state(db, job_id) is JobState.DELIVERING  # done only when every delivery has ended
             stuck.release()
-            wait_for(lambda: all(d.state is DeliveryState.DONE for d in _deliveries(db, "STUCK")), 30, "STUCK released")
+            wait_for(
+                lambda: all(d.state is DeliveryState.DONE for d in deliveries_to(db, "STUCK")), 30, "STUCK released"
+            )
             hole.close()
-            wait_for(lambda: _deliveries(db, "HOLE")[0].attempts == 1, 30, "the black hole's association to end")
-        assert orthanc.sop_instance_uids() == {d.sop_instance_uid for d in _deliveries(db, orthanc.aet)}
-        assert sorted(stuck.received) == sorted(d.sop_instance_uid for d in _deliveries(db, "STUCK"))
-        assert _deliveries(db, "HOLE")[0].state is DeliveryState.PENDING  # network failure: retried later
+            wait_for(lambda: deliveries_to(db, "HOLE")[0].attempts == 1, 30, "the black hole's association to end")
+        assert orthanc.sop_instance_uids() == {d.sop_instance_uid for d in deliveries_to(db, orthanc.aet)}
+        assert sorted(stuck.received) == sorted(d.sop_instance_uid for d in deliveries_to(db, "STUCK"))
+        assert deliveries_to(db, "HOLE")[0].state is DeliveryState.PENDING  # network failure: retried later
         db.dispose()
 
 
@@ -158,10 +120,10 @@ def test_the_circuit_opens_after_failures_and_one_probe_closes_it(
     tmp_path: Path, storescp_on: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     port = free_port()  # nobody listens yet
-    settings = _settings(
+    settings = delivery_settings(
         tmp_path,
         f"sqlite:///{tmp_path / 'n.sqlite3'}",
-        [_dest("PACS", port)],
+        [destination("PACS", port)],
         circuit_failures=2,
         circuit_cooldown_seconds=600,
         backoff_base_seconds=0.01,
@@ -170,15 +132,15 @@ def test_the_circuit_opens_after_failures_and_one_probe_closes_it(
     )
     db = Database(settings.database_url)
     db.upgrade()
-    paths = _ct(tmp_path, 4)
-    job_id = _queue(db, ["PACS"], paths)
+    paths = ct_files(tmp_path, 4)
+    job_id = queue_deliveries(db, ["PACS"], paths)
     dispatcher = Dispatcher(settings, db)
     wait_for(lambda: dispatcher.run_once() and _circuit(db, "PACS").consecutive_failures >= 2, 30, "two failures")
     state = _circuit(db, "PACS")
     assert state.circuit is CircuitState.OPEN and "could not connect" in (state.last_error or "")
-    attempts = [d.attempts for d in _deliveries(db, "PACS")]
+    attempts = [d.attempts for d in deliveries_to(db, "PACS")]
     assert dispatcher.run_once() == 0  # open: nothing is sent during the cool-down
-    assert [d.attempts for d in _deliveries(db, "PACS")] == attempts
+    assert [d.attempts for d in deliveries_to(db, "PACS")] == attempts
 
     assert main(["status", "--data-dir", str(settings.node.data_dir), "--database-url", settings.database_url]) == 0
     assert "circuit OPEN" in capsys.readouterr().out
@@ -186,10 +148,10 @@ def test_the_circuit_opens_after_failures_and_one_probe_closes_it(
     storescp_on(port, tmp_path / "received")
     with db.session() as s:  # the cool-down ends
         s.execute(update(DestinationState).values(backoff_until=None))
-    wait_for(lambda: all(d.next_attempt_at <= repo.utcnow() for d in _deliveries(db, "PACS")), 5, "due deliveries")
+    wait_for(lambda: all(d.next_attempt_at <= repo.utcnow() for d in deliveries_to(db, "PACS")), 5, "due deliveries")
     assert dispatcher.run_once() == 1  # half-open: exactly one probe
     assert _circuit(db, "PACS").circuit is CircuitState.CLOSED
-    wait_for(lambda: dispatcher.run_once() == 0 and _job_state(db, job_id) is JobState.DONE, 30, "the rest")
+    wait_for(lambda: dispatcher.run_once() == 0 and job_state(db, job_id) is JobState.DONE, 30, "the rest")
     assert len(list((tmp_path / "received").iterdir())) == 4
 
 
@@ -198,14 +160,14 @@ def test_several_dispatchers_send_each_object_once(tmp_path: Path, database_url:
     sink = RecordingSink()
     scp_settings = ScpSettings(ae_title="PACS", host="127.0.0.1", port=0)
     with StorageSCP(scp_settings, InstanceStore(tmp_path / "store"), sink) as scp:
-        settings = _settings(tmp_path, database_url, [_dest("PACS", scp.port)], batch_size=3)
+        settings = delivery_settings(tmp_path, database_url, [destination("PACS", scp.port)], batch_size=3)
         db = Database(settings.database_url)
         db.upgrade()
-        paths = _ct(tmp_path, 40)
-        job_id = _queue(db, ["PACS"], paths)
+        paths = ct_files(tmp_path, 40)
+        job_id = queue_deliveries(db, ["PACS"], paths)
         dispatchers = [Dispatcher(settings, db, owner=f"host{i}") for i in range(3)]
         with _dispatching(dispatchers):
-            wait_for(lambda: _job_state(db, job_id) is JobState.DONE, 60, "every delivery")
+            wait_for(lambda: job_state(db, job_id) is JobState.DONE, 60, "every delivery")
         db.dispose()
     received = [i.sop_instance_uid for i in sink.instances]
     assert len(received) == len(set(received)) == 40
@@ -217,15 +179,15 @@ def test_parallel_associations_keep_each_jobs_results_together(tmp_path: Path) -
     sink = RecordingSink()
     with StorageSCP(ScpSettings(ae_title="PACS", host="127.0.0.1", port=0), InstanceStore(tmp_path / "s"), sink) as scp:
         url = f"sqlite:///{tmp_path / 'n.sqlite3'}"
-        settings = _settings(tmp_path, url, [_dest("PACS", scp.port, max_associations=3)])
+        settings = delivery_settings(tmp_path, url, [destination("PACS", scp.port, max_associations=3)])
         db = Database(url)
         db.upgrade()
-        series_job = _queue(db, ["PACS"], _ct(tmp_path, 30, seed=1), key="series")
-        results = _ct(tmp_path, 3, seed=2)
-        results_job = _queue(db, ["PACS"], results, key="results")
+        series_job = queue_deliveries(db, ["PACS"], ct_files(tmp_path, 30, seed=1), key="series")
+        results = ct_files(tmp_path, 3, seed=2)
+        results_job = queue_deliveries(db, ["PACS"], results, key="results")
         dispatcher = Dispatcher(settings, db)
         assert dispatcher.run_once() == 33
-        assert _job_state(db, series_job) is JobState.DONE and _job_state(db, results_job) is JobState.DONE
+        assert job_state(db, series_job) is JobState.DONE and job_state(db, results_job) is JobState.DONE
         db.dispose()
     assert len(sink.started) == 3
     assert len({i.sop_instance_uid for i in sink.instances}) == 33

@@ -18,7 +18,14 @@ from dicomnode.node import Node
 from dicomnode.runner.host import build_registry
 from dicomnode.runner.worker import Worker
 from tests.conftest import require_tool
-from tests.integration.test_delivery_lanes import _ct, _deliveries, _dest, _job_state, _queue, _settings
+from tests.support.deliveries import (
+    ct_files,
+    deliveries_to,
+    delivery_settings,
+    destination,
+    job_state,
+    queue_deliveries,
+)
 from tests.support.net import storescu, wait_for
 from tests.support.node import node_settings
 from tests.support.orthanc import Orthanc
@@ -42,7 +49,7 @@ def _settle(dispatcher: Dispatcher, db: Database, job_id: int) -> JobState:
 
     def finished() -> JobState | None:
         dispatcher.run_once()
-        state = _job_state(db, job_id)
+        state = job_state(db, job_id)
         return None if state is JobState.DELIVERING else state
 
     return wait_for(finished, 60, "the job to leave DELIVERING")
@@ -51,22 +58,24 @@ def _settle(dispatcher: Dispatcher, db: Database, job_id: int) -> JobState:
 def test_permanent_refusals_end_the_job_failed_naming_each_destination(
     tmp_path: Path, orthanc: Orthanc, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    paths = _ct(tmp_path, 2)
+    paths = ct_files(tmp_path, 2)
     with ScriptedSCP([SOP_CLASS_NOT_SUPPORTED]) as refuser:
         url = f"sqlite:///{tmp_path / 'n.sqlite3'}"
-        settings = _settings(tmp_path, url, [_dest(orthanc.aet, orthanc.dicom_port), _dest("REFUSER", refuser.port)])
+        settings = delivery_settings(
+            tmp_path, url, [destination(orthanc.aet, orthanc.dicom_port), destination("REFUSER", refuser.port)]
+        )
         db = Database(url)
         db.upgrade()
         # GONE: a destination configured when the job was queued, removed since.
-        job_id = _queue(db, [orthanc.aet, "REFUSER", "GONE"], paths)
+        job_id = queue_deliveries(db, [orthanc.aet, "REFUSER", "GONE"], paths)
         dispatcher = Dispatcher(settings, db)
         assert _settle(dispatcher, db, job_id) is JobState.FAILED
         assert len(refuser.answered) == 2  # each refused once, never retried
-    refused = _deliveries(db, "REFUSER")
+    refused = deliveries_to(db, "REFUSER")
     assert [(d.state, d.attempts, d.last_status) for d in refused] == [
         (DeliveryState.FAILED, 1, SOP_CLASS_NOT_SUPPORTED)
     ] * 2
-    assert all(d.state is DeliveryState.DONE for d in _deliveries(db, orthanc.aet))
+    assert all(d.state is DeliveryState.DONE for d in deliveries_to(db, orthanc.aet))
     assert orthanc.sop_instance_uids() == {d.sop_instance_uid for d in refused}
 
     capsys.readouterr()
@@ -82,28 +91,28 @@ def test_permanent_refusals_end_the_job_failed_naming_each_destination(
 
 
 def test_out_of_resources_is_retried_with_backoff_until_accepted(tmp_path: Path) -> None:
-    paths = _ct(tmp_path, 1)
+    paths = ct_files(tmp_path, 1)
     with ScriptedSCP([OUT_OF_RESOURCES, OUT_OF_RESOURCES, 0x0000]) as busy:
         url = f"sqlite:///{tmp_path / 'n.sqlite3'}"
-        settings = _settings(tmp_path, url, [_dest("BUSY", busy.port)], backoff_base_seconds=0.05)
+        settings = delivery_settings(tmp_path, url, [destination("BUSY", busy.port)], backoff_base_seconds=0.05)
         db = Database(url)
         db.upgrade()
-        job_id = _queue(db, ["BUSY"], paths)
+        job_id = queue_deliveries(db, ["BUSY"], paths)
         assert _settle(Dispatcher(settings, db), db, job_id) is JobState.DONE
     assert [status for _, status in busy.answered] == [OUT_OF_RESOURCES, OUT_OF_RESOURCES, 0x0000]
-    (delivery,) = _deliveries(db, "BUSY")
+    (delivery,) = deliveries_to(db, "BUSY")
     assert delivery.state is DeliveryState.DONE and delivery.attempts == 3
     db.dispose()
 
 
 def test_a_paused_destination_waits_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    paths = _ct(tmp_path, 2)
+    paths = ct_files(tmp_path, 2)
     with ScriptedSCP([0x0000]) as pacs:
         url = f"sqlite:///{tmp_path / 'n.sqlite3'}"
-        settings = _settings(tmp_path, url, [_dest("PACS", pacs.port)])
+        settings = delivery_settings(tmp_path, url, [destination("PACS", pacs.port)])
         db = Database(url)
         db.upgrade()
-        job_id = _queue(db, ["PACS"], paths)
+        job_id = queue_deliveries(db, ["PACS"], paths)
         data_dir = settings.node.data_dir
         assert _cli(data_dir, url, "destinations", "pause", "PACS") == 0
         assert "PACS: paused" in capsys.readouterr().out
@@ -111,7 +120,7 @@ def test_a_paused_destination_waits_and_resumes(tmp_path: Path, capsys: pytest.C
         dispatcher = Dispatcher(settings, db)
         assert dispatcher.run_once() == 0
         assert pacs.answered == []
-        assert [(d.state, d.attempts) for d in _deliveries(db, "PACS")] == [(DeliveryState.PENDING, 0)] * 2
+        assert [(d.state, d.attempts) for d in deliveries_to(db, "PACS")] == [(DeliveryState.PENDING, 0)] * 2
         assert _cli(data_dir, url, "jobs", "show", str(job_id)) == 0
         assert "PACS paused" in capsys.readouterr().out  # why the job still delivers
         assert _cli(data_dir, url, "status") == 0
@@ -126,7 +135,7 @@ def test_a_paused_destination_waits_and_resumes(tmp_path: Path, capsys: pytest.C
 
 def test_pausing_an_unknown_destination_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = f"sqlite:///{tmp_path / 'n.sqlite3'}"
-    settings = _settings(tmp_path, url, [])
+    settings = delivery_settings(tmp_path, url, [])
     Database(url).upgrade()
     capsys.readouterr()
     assert _cli(settings.node.data_dir, url, "destinations", "pause", "NOPE") == 2
