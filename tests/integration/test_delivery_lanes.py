@@ -193,3 +193,17 @@ def test_parallel_associations_keep_each_jobs_results_together(tmp_path: Path) -
     assert len({i.sop_instance_uid for i in sink.instances}) == 33
     result_uids = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in results}
     assert len({i.association_id for i in sink.instances if i.sop_instance_uid in result_uids}) == 1
+
+
+def test_only_one_dispatcher_wins_the_probe_of_an_open_circuit(database_url: str) -> None:
+    db = Database(database_url)
+    db.upgrade()
+    with db.session() as s:
+        s.add(DestinationState(name="PACS", consecutive_failures=5, circuit=CircuitState.OPEN, paused=False))
+    wins = []
+    for _ in range(3):  # the cool-down has ended; three dispatchers ask in turn
+        with db.session() as s:
+            wins.append(repo.take_probe(s, "PACS", hold_seconds=60))
+    assert wins == [True, False, False]
+    assert _circuit(db, "PACS").circuit is CircuitState.HALF_OPEN
+    db.dispose()
