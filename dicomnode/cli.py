@@ -232,6 +232,14 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return jobs_command(settings, args.action, args.job_id, state=args.state, limit=args.limit, rerun=args.rerun)
 
 
+def cmd_destinations(args: argparse.Namespace) -> int:
+    from dicomnode.jobs_cli import destinations_command
+
+    settings = settings_from_args(args)
+    configure_logging("ERROR")
+    return destinations_command(settings, args.action, args.name)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from dicomnode.jobs_cli import status_command
 
@@ -470,6 +478,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50, help="at most this many jobs (list)")
     p.add_argument("--rerun", action="store_true", help="retry a DONE analysis as a new result version (retry)")
     p.set_defaults(func=cmd_jobs)
+
+    p = sub.add_parser("destinations", help="list destinations with their state; pause or resume one")
+    _add_config_options(p)
+    p.add_argument("action", choices=["list", "pause", "resume"], nargs="?", default="list")
+    p.add_argument("name", nargs="?", help="the destination's name (pause, resume)")
+    p.set_defaults(func=cmd_destinations)
 
     p = sub.add_parser("status", help="workers (and why one was restarted), queue, destinations")
     _add_config_options(p)

@@ -81,6 +81,15 @@ class DispatchSettings(_Strict):
     backoff_cap_seconds: float = Field(default=300.0, gt=0)
     batch_size: int = Field(default=100, ge=1)
     poll_seconds: float = Field(default=0.5, gt=0)
+    # Timeouts of one association (each destination may override them): TCP connect, association
+    # negotiation (a peer that accepts TCP and never answers), and each C-STORE answer.
+    connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    acse_timeout_seconds: float = Field(default=30.0, gt=0)
+    dimse_timeout_seconds: float = Field(default=120.0, gt=0)
+    # Circuit breaker per destination: after this many failed associations in a row it opens (nothing is
+    # sent there), and after the cool-down one probe delivery decides whether it closes again.
+    circuit_failures: int = Field(default=5, ge=1)
+    circuit_cooldown_seconds: float = Field(default=60.0, gt=0)
 
 
 class RetentionSettings(_Strict):
@@ -98,8 +107,40 @@ class DestinationSettings(_Strict):
     port: int = Field(ge=1, le=65535)
     results: bool = True  # receives the results (SR, SEG, summary) of every job
     forward: bool = False  # receives every received instance, unchanged
+    # Per-destination overrides of dispatch.*_timeout_seconds (None: the dispatch value).
+    connect_timeout_seconds: float | None = Field(default=None, gt=0)
+    acse_timeout_seconds: float | None = Field(default=None, gt=0)
+    dimse_timeout_seconds: float | None = Field(default=None, gt=0)
+    # Associations opened at once to this destination when many deliveries wait (a PACS that accepts
+    # several; the results of one job always travel together over one association).
+    max_associations: int = Field(default=1, ge=1, le=32)
+    # DICOM TLS (PS3.15 B.1): the destination's certificate is verified against tls_ca_file (else the
+    # system's CAs) and its name or IP address (tls_server_name, else host); with tls_cert_file and
+    # tls_key_file the node presents its own certificate (mutual TLS).
+    tls: bool = False
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_server_name: str | None = None
 
     _aet = field_validator("ae_title")(_check_ae_title)
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> DestinationSettings:
+        files = {
+            "tls_ca_file": self.tls_ca_file,
+            "tls_cert_file": self.tls_cert_file,
+            "tls_key_file": self.tls_key_file,
+        }
+        given = [key for key, value in files.items() if value is not None]
+        if given and not self.tls:
+            raise ValueError(f"{', '.join(given)} given but tls is false")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together (the node's certificate and its key)")
+        missing = [f"{key} ({value})" for key, value in files.items() if value is not None and not value.is_file()]
+        if missing:
+            raise ValueError(f"no such file: {', '.join(missing)}")
+        return self
 
 
 class PipelineSettings(_Strict):

@@ -9,6 +9,12 @@ from dicomnode.config import Settings
 from dicomnode.db.engine import Database
 from dicomnode.db.models import Job, JobState, Series, utcnow
 from dicomnode.db.queries import delivery_summaries, open_node_database, retry_job, waiting_reason
+from dicomnode.dispatch.control import (
+    describe,
+    destination_statuses,
+    pause_destination,
+    resume_destination,
+)
 from dicomnode.errors import JobError
 
 
@@ -101,7 +107,7 @@ def status_command(settings: Settings) -> int:
     """What runs (workers and why one was restarted), the queue by state, and each destination's health."""
     from sqlalchemy import func
 
-    from dicomnode.db.models import DestinationState, WorkerProcess
+    from dicomnode.db.models import WorkerProcess
     from dicomnode.db.queries import LIVE_WORKER_SECONDS
 
     db = open_node_database(settings)
@@ -120,19 +126,8 @@ def status_command(settings: Settings) -> int:
             for kind, job_state, count in sorted(counts, key=lambda r: (r[0].value, r[1].value)):
                 print(f"  {kind.value:<9} {job_state.value:<11} {count}")
             print("destinations:")
-            for d in settings.destinations:
-                row = session.get(DestinationState, d.name)
-                roles = "+".join(r for r, on in (("results", d.results), ("forward", d.forward)) if on)
-                health = (
-                    "never tried"
-                    if row is None
-                    else (
-                        f"{row.consecutive_failures} failures, backing off until {row.backoff_until:%H:%M:%S}"
-                        if row.backoff_until and row.backoff_until > now
-                        else "ok"
-                    )
-                )
-                print(f"  {d.name:<16} {d.ae_title}@{d.host}:{d.port} ({roles}) {health}")
+            for status in destination_statuses(settings, session, now):
+                print(f"  {status.name:<16} {status.address or '(not configured)'} {describe(status)}")
             if not settings.destinations:
                 print("  none configured: results stay in the data directory")
         print("disk:")
@@ -157,3 +152,25 @@ def _disk_line(settings: Settings) -> str:
     if r.min_free_gb or r.min_free_percent:
         line += f"; retention keeps at least {r.min_free_gb:g} GB / {r.min_free_percent:g} % free"
     return line
+
+
+def destinations_command(settings: Settings, action: str, name: str | None) -> int:
+    """`dicomnode destinations [list]`, `... pause NAME`, `... resume NAME`."""
+    db = open_node_database(settings)
+    try:
+        with db.session() as session:
+            if action == "list":
+                for status in destination_statuses(settings, session):
+                    print(f"{status.name:<16} {status.address or '(not configured)'} {describe(status)}")
+                return 0
+            if not name:
+                raise JobError(f"destinations {action} needs a destination name")
+            if action == "pause":
+                changed = pause_destination(settings, session, name)
+                print(f"{name}: {'paused' if changed else 'already paused'} (deliveries wait until resumed)")
+            else:
+                changed = resume_destination(settings, session, name)
+                print(f"{name}: {'resumed' if changed else 'was not paused'}")
+        return 0
+    finally:
+        db.dispose()

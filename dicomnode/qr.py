@@ -36,6 +36,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from dicomnode import dimse as st
 from dicomnode.addresses import Destination, validate_ae_title
+from dicomnode.dispatch.scu import set_nodelay
 from dicomnode.errors import QueryRetrieveError, StoreError, ValidationError
 from dicomnode.store import validate_uid
 
@@ -80,7 +81,8 @@ def _ae(calling_ae: str, timeout: float) -> AE:
 
 
 def _associate(ae: AE, pacs: Destination, action: str, **kwargs: Any) -> Association:
-    assoc = ae.associate(pacs.host, pacs.port, ae_title=pacs.ae_title, **kwargs)
+    handlers = [*kwargs.pop("evt_handlers", []), (evt.EVT_CONN_OPEN, set_nodelay)]
+    assoc = ae.associate(pacs.host, pacs.port, ae_title=pacs.ae_title, evt_handlers=handlers, **kwargs)
     if not assoc.is_established:
         raise QueryRetrieveError(f"{action}: could not associate with {pacs} (refused, rejected or aborted)")
     return assoc

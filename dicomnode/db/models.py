@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
     Enum,
@@ -291,8 +292,15 @@ class WorkerProcess(Base):
     detail: Mapped[str] = mapped_column(Text, default="")
 
 
+class CircuitState(enum.Enum):
+    CLOSED = "CLOSED"  # sending normally (failures so far back off per destination)
+    OPEN = "OPEN"  # too many failures in a row: nothing is sent until the cool-down ends
+    HALF_OPEN = "HALF_OPEN"  # one probe delivery is in flight; its outcome closes or re-opens the circuit
+
+
 class DestinationState(Base):
-    """Per-destination health: consecutive failures and when it may be tried again."""
+    """Per-destination health: consecutive failures, the circuit breaker, when it may be tried again, and
+    whether an operator paused it."""
 
     __tablename__ = "destination_state"
 
@@ -301,6 +309,11 @@ class DestinationState(Base):
     backoff_until: Mapped[dt.datetime | None] = mapped_column()
     last_error: Mapped[str | None] = mapped_column(Text)
     last_success_at: Mapped[dt.datetime | None] = mapped_column()
+    circuit: Mapped[CircuitState] = mapped_column(_enum(CircuitState), default=CircuitState.CLOSED)
+    circuit_opened_at: Mapped[dt.datetime | None] = mapped_column()
+    last_attempt_at: Mapped[dt.datetime | None] = mapped_column()
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    paused_at: Mapped[dt.datetime | None] = mapped_column()
 
 
 class RetentionEvent(Base):

@@ -14,7 +14,16 @@ from sqlalchemy.orm import Session
 from dicomnode.config import Settings, mask_url
 from dicomnode.db import repository as repo
 from dicomnode.db.engine import Database
-from dicomnode.db.models import Delivery, DeliveryState, Job, JobKind, JobState, utcnow
+from dicomnode.db.models import (
+    CircuitState,
+    Delivery,
+    DeliveryState,
+    DestinationState,
+    Job,
+    JobKind,
+    JobState,
+    utcnow,
+)
 from dicomnode.errors import ConfigError, JobError
 
 __all__ = ["DeliverySummary", "open_node_database", "retry_job", "waiting_reason"]
@@ -49,6 +58,8 @@ def waiting_reason(session: Session, job: Job, now: dt.datetime | None = None) -
     now = now or utcnow()
     if job.state is JobState.WAITING:
         return f"waiting for upstream jobs {job.depends_on}"
+    if job.state is JobState.DELIVERING:
+        return _delivery_holdup(session, job, now)
     if job.state is not JobState.PENDING or job.kind is not JobKind.PIPELINE:
         return None
     if job.run_after > now:
@@ -59,6 +70,29 @@ def waiting_reason(session: Session, job: Job, now: dt.datetime | None = None) -
     if not any(job.pipeline in w.pipelines for w in live):
         return f"no live worker can run {job.pipeline} (unavailable or disabled on every worker host)"
     return None
+
+
+def _delivery_holdup(session: Session, job: Job, now: dt.datetime) -> str | None:
+    """What holds up a DELIVERING job's pending deliveries, per destination (paused, circuit open, retry)."""
+    rows = session.execute(
+        select(Delivery.destination, func.min(Delivery.next_attempt_at))
+        .where(Delivery.job_id == job.id, Delivery.state == DeliveryState.PENDING)
+        .group_by(Delivery.destination)
+        .order_by(Delivery.destination)
+    ).all()
+    reasons = []
+    for name, next_at in rows:
+        state = session.get(DestinationState, name)
+        if state is not None and state.paused:
+            reasons.append(f"{name} paused (dicomnode destinations resume {name})")
+        elif state is not None and state.circuit is not CircuitState.CLOSED:
+            until = f" until {state.backoff_until:%H:%M:%S} UTC" if state.backoff_until else ""
+            reasons.append(f"{name} circuit {state.circuit.value}{until}: {state.last_error or ''}".rstrip(": "))
+        elif state is not None and state.backoff_until and state.backoff_until > now:
+            reasons.append(f"{name} backing off until {state.backoff_until:%H:%M:%S} UTC")
+        elif next_at is not None and next_at > now:
+            reasons.append(f"{name} retry at {next_at:%H:%M:%S} UTC")
+    return "; ".join(reasons) or None
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from dicomnode.db.models import (
     Association,
+    CircuitState,
     CompletionReason,
     Delivery,
     DeliveryState,
@@ -530,6 +531,7 @@ class ClaimedDelivery:
     destination: str
     sop_instance_uid: str
     path: str
+    job_id: int = 0
 
 
 def claim_deliveries(
@@ -539,31 +541,68 @@ def claim_deliveries(
     lease_seconds: float,
     limit: int,
     is_postgres: bool,
+    destination: str | None = None,
+    probe: bool = False,
     now: dt.datetime | None = None,
 ) -> list[ClaimedDelivery]:
-    """Claim due deliveries (PENDING, due, not leased or lease expired) of destinations not backing off.
-    Like jobs: FOR UPDATE SKIP LOCKED on Postgres, so two dispatchers never send the same object."""
+    """Claim due deliveries (PENDING, due, not leased or lease expired), of ``destination`` when given, of
+    destinations neither backing off, with an open circuit, nor paused (``probe``: the caller holds the probe
+    of ``destination``'s circuit and may claim despite it). Like jobs: FOR UPDATE SKIP LOCKED on Postgres, so two
+    dispatchers never send the same object."""
     now = now or utcnow()
-    backing_off = select(DestinationState.name).where(DestinationState.backoff_until > now)
-    query = (
-        select(Delivery)
-        .where(
-            Delivery.state == DeliveryState.PENDING,
-            Delivery.next_attempt_at <= now,
-            or_(Delivery.lease_expires_at.is_(None), Delivery.lease_expires_at < now),
-            Delivery.destination.not_in(backing_off),
-        )
-        .order_by(Delivery.id)
-        .limit(limit)
+    # An open circuit holds its destination even after the cool-down: only the probe's holder may claim.
+    hold = or_(
+        DestinationState.paused.is_(True),
+        DestinationState.backoff_until > now,
+        DestinationState.circuit != CircuitState.CLOSED,
     )
+    held = select(DestinationState.name).where(DestinationState.paused.is_(True) if probe else hold)
+    conditions = [
+        Delivery.state == DeliveryState.PENDING,
+        Delivery.next_attempt_at <= now,
+        or_(Delivery.lease_expires_at.is_(None), Delivery.lease_expires_at < now),
+        Delivery.destination.not_in(held),
+    ]
+    if destination is not None:
+        conditions.append(Delivery.destination == destination)
+    query = select(Delivery).where(*conditions).order_by(Delivery.id).limit(limit)
     if is_postgres:
         query = query.with_for_update(skip_locked=True)
     claimed = []
     for delivery in session.scalars(query):
         delivery.lease_owner = owner
         delivery.lease_expires_at = now + dt.timedelta(seconds=lease_seconds)
-        claimed.append(ClaimedDelivery(delivery.id, delivery.destination, delivery.sop_instance_uid, delivery.path))
+        claimed.append(
+            ClaimedDelivery(
+                delivery.id, delivery.destination, delivery.sop_instance_uid, delivery.path, delivery.job_id
+            )
+        )
     return claimed
+
+
+def due_destinations(session: Session, now: dt.datetime | None = None) -> list[str]:
+    """Names of the destinations that have deliveries waiting (due or not): the lanes a dispatcher needs."""
+    query = select(Delivery.destination).where(Delivery.state == DeliveryState.PENDING).distinct()
+    return sorted(session.scalars(query))
+
+
+def take_probe(session: Session, name: str, *, hold_seconds: float, now: dt.datetime | None = None) -> bool:
+    """Whether this caller may send the one probe of an open circuit whose cool-down has ended (or of a
+    half-open one whose prober vanished): one conditional UPDATE, so of several dispatchers exactly one wins.
+    The winner holds the destination (backoff) for ``hold_seconds`` while its probe is in flight."""
+    now = now or utcnow()
+    result = session.execute(
+        update(DestinationState)
+        .where(
+            DestinationState.name == name,
+            DestinationState.circuit.in_([CircuitState.OPEN, CircuitState.HALF_OPEN]),
+            or_(DestinationState.backoff_until.is_(None), DestinationState.backoff_until <= now),
+            DestinationState.paused.is_(False),
+        )
+        .values(circuit=CircuitState.HALF_OPEN, backoff_until=now + dt.timedelta(seconds=hold_seconds))
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
 
 
 def fail_deliveries_to(session: Session, destination: str, reason: str) -> int:
@@ -578,27 +617,34 @@ def fail_deliveries_to(session: Session, destination: str, reason: str) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def settle_delivering_jobs(session: Session) -> list[Job]:
-    """Finish DELIVERING jobs whose deliveries are all settled: DONE when all accepted, else FAILED."""
+def settle_delivering_jobs(session: Session, job_ids: Sequence[int] | None = None) -> list[Job]:
+    """Finish DELIVERING jobs (of ``job_ids``, or all) whose deliveries are all settled: DONE when all were
+    accepted, else FAILED with the error naming each failed destination and its last error."""
     finished: list[Job] = []
-    jobs = session.scalars(select(Job).where(Job.state == JobState.DELIVERING)).all()
-    for job in jobs:
-        counts = dict(
-            session.execute(
-                select(Delivery.state, func.count()).where(Delivery.job_id == job.id).group_by(Delivery.state)
-            ).all()
-        )
-        if counts.get(DeliveryState.PENDING, 0):
+    query = select(Job).where(Job.state == JobState.DELIVERING)
+    if job_ids is not None:
+        if not job_ids:
+            return finished
+        query = query.where(Job.id.in_(list(job_ids)))
+    for job in session.scalars(query).all():
+        rows = session.execute(
+            select(Delivery.destination, Delivery.state, func.count(), func.max(Delivery.error))
+            .where(Delivery.job_id == job.id)
+            .group_by(Delivery.destination, Delivery.state)
+        ).all()
+        if any(state is DeliveryState.PENDING for _, state, _, _ in rows):
             continue
-        failed = counts.get(DeliveryState.FAILED, 0)
+        failed = [(dest, int(n), err) for dest, state, n, err in rows if state is DeliveryState.FAILED]
         job.finished_at = utcnow()
         if failed:
             job.state = JobState.FAILED
-            job.error = f"{failed} deliveries failed permanently"
+            parts = [f"{dest}: {n} failed ({err or 'no error recorded'})" for dest, n, err in sorted(failed)]
+            job.error = ("deliveries failed permanently: " + "; ".join(parts))[:4000]
             add_event(session, job, "failed", job.error)
         else:
+            accepted = sum(int(n) for _, state, n, _ in rows if state is DeliveryState.DONE)
             job.state = JobState.DONE
-            add_event(session, job, "done", f"{counts.get(DeliveryState.DONE, 0)} deliveries accepted")
+            add_event(session, job, "done", f"{accepted} deliveries accepted")
         finished.append(job)
     return finished
 
@@ -636,9 +682,17 @@ def live_workers(session: Session, *, within_seconds: float, now: dt.datetime | 
 
 
 def destination_state(session: Session, name: str) -> DestinationState:
-    state = session.get(DestinationState, name)
+    """The state row of destination ``name``, created when missing (several dispatchers may race to create
+    it: the loser reads the winner's row). Locked on Postgres until the transaction ends: counting failures
+    is a read-modify-write."""
+    state = session.get(DestinationState, name, with_for_update=True)
     if state is None:
-        state = DestinationState(name=name, consecutive_failures=0)
-        session.add(state)
-        session.flush()
+        state = DestinationState(name=name, consecutive_failures=0, circuit=CircuitState.CLOSED, paused=False)
+        try:
+            with session.begin_nested():
+                session.add(state)
+        except IntegrityError:
+            state = session.scalars(
+                select(DestinationState).where(DestinationState.name == name).with_for_update()
+            ).one()
     return state

@@ -21,7 +21,7 @@ from dicomnode.db import repository as repo
 from dicomnode.db.engine import Database
 from dicomnode.db.models import Instance, Job, JobState, Output, Series, Study, utcnow
 from dicomnode.encode import EncodedObject
-from dicomnode.errors import DicomNodeError, PipelineInputError, PluginError
+from dicomnode.errors import DicomNodeError, EncodeError, PipelineInputError, PluginError
 from dicomnode.imaging.headers import patient_values, scrub
 from dicomnode.plugins.api import (
     ImageSeries,
@@ -42,6 +42,11 @@ log = logging.getLogger(__name__)
 # How often an idle worker says it is alive; a worker silent for LIVE_SECONDS is taken for gone.
 HEARTBEAT_SECONDS = 5.0
 LIVE_SECONDS = 30.0
+
+
+def _deterministic(exc: DicomNodeError) -> bool:
+    """An encode error repeats on every attempt, unless writing the file failed (a full disk may free up)."""
+    return isinstance(exc, EncodeError) and not isinstance(exc.__cause__, OSError)
 
 
 def worker_id() -> str:
@@ -134,7 +139,7 @@ class Worker:
             with _LeaseKeeper(self.db, job_id, self.owner, self.settings.worker.lease_seconds):
                 self._execute(job_id, attempt)
         except DicomNodeError as exc:
-            retryable = not isinstance(exc, PipelineInputError | PluginError)
+            retryable = not isinstance(exc, PipelineInputError | PluginError) and not _deterministic(exc)
             self._fail(job_id, attempt, f"{type(exc).__name__}: {exc}", retryable=retryable)
         except Exception as exc:  # anything else is a bug: record it on the job, keep the worker alive
             log.error("job_crashed job=%d error_type=%s", job_id, type(exc).__name__)
@@ -219,16 +224,21 @@ class Worker:
             ctx = self.host.context(pipeline, work_dir=work_dir, job_id=job.id)
             result = self.host.run(pipeline, PipelineInputs(series=series, priors=priors, upstream=upstream), ctx)
         run_seconds = time.monotonic() - t0
-        objects, _ = write_outputs(
-            result,
-            pipeline,
-            series,
-            priors,
-            work_dir,
-            series_number=9000 + 10 * (job.result_version - 1),
-            version=job.result_version,
-            predecessor_sr=self._predecessor_sr(job),
-        )
+        try:
+            objects, _ = write_outputs(
+                result,
+                pipeline,
+                series,
+                priors,
+                work_dir,
+                series_number=9000 + 10 * (job.result_version - 1),
+                version=job.result_version,
+                predecessor_sr=self._predecessor_sr(job),
+            )
+        except (DicomNodeError, OSError, MemoryError):
+            raise
+        except Exception as exc:  # the same result and sources fail the same way: an encode error, not retried
+            raise EncodeError(f"cannot encode the result: {type(exc).__name__}: {exc}") from exc
         self._record(job, attempt, result, objects, work_dir / "result.json", run_seconds)
 
     def _predecessor_sr(self, job: Job) -> pydicom.Dataset | None:
