@@ -237,7 +237,7 @@ def test_retention_command_dry_run(tmp_path: Path) -> None:
     assert status.returncode == 0, status.stderr
     disk = status.stdout.split("disk:\n", 1)[1]
     assert disk.strip().startswith(f"{settings.node.data_dir.resolve()}:") and "GB free of" in disk
-    assert "destinations:\n  none configured" in status.stdout
+    assert "  none configured: results stay in the data directory" in status.stdout
 
 
 def test_serve_runs_retention_periodically(tmp_path: Path) -> None:

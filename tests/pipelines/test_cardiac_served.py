@@ -57,7 +57,9 @@ def test_served_node_delivers_sr_cine_seg_and_summary(tmp_path: Path, orthanc) -
     kinds = sorted(o.kind for o in job.outputs)
     assert kinds == ["SEG"] * 12 + ["SR", "SUMMARY"]
     for output in job.outputs:
-        out = subprocess.run(["dciodvfy", str(output.path)], capture_output=True, text=True)
+        path = settings.resolve(output.path)  # stored relative to the data directory
+        assert path.is_file(), output.path
+        out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
         assert not [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")], output.kind
-    seg = hd.seg.segread(next(o.path for o in job.outputs if o.kind == "SEG"))
+    seg = hd.seg.segread(settings.resolve(next(o.path for o in job.outputs if o.kind == "SEG")))
     assert [s.SegmentLabel for s in seg.SegmentSequence] == ["LV cavity", "LV myocardium"]
