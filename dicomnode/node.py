@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import threading
+from typing import TYPE_CHECKING
 
 from dicomnode.assembly import assemble_once
 from dicomnode.config import Settings
@@ -25,6 +26,9 @@ from dicomnode.runner.supervisor import WorkerSupervisor, write_child_settings
 from dicomnode.runner.worker import Worker
 from dicomnode.scp import ScpSettings, StorageSCP
 from dicomnode.store import InstanceStore
+
+if TYPE_CHECKING:
+    from dicomnode.http.server import HttpServer
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +93,7 @@ class Node:
         self.scp = StorageSCP(scp_settings, self.store, DatabaseSink(self.db, settings.stored_path))
         self.stop_event = threading.Event()
         self.threads: list[threading.Thread] = []
+        self.http: HttpServer | None = None
 
     def start(self) -> None:
         with self.db.session() as session:
@@ -108,6 +113,9 @@ class Node:
             thread = _Loop(name, body, self.stop_event)
             thread.start()
             self.threads.append(thread)
+        if self.settings.http.enabled:
+            self.http = self._http_server()
+            self.http.start()
         active = ", ".join(sorted(self.registry.active())) or "none"
         log.info(
             "node_started ae=%s port=%d pid=%d pipelines=%s",
@@ -117,8 +125,25 @@ class Node:
             active,
         )
 
+    # ---- the HTTP API and dashboard, and what they ask of the node (dicomnode.http.services.NodeProbe)
+    def _http_server(self) -> HttpServer:
+        from dicomnode.http.app import create_app
+        from dicomnode.http.server import HttpServer
+        from dicomnode.http.services import NodeServices
+
+        services = NodeServices(self.settings, self.db, self.registry, self.store, self.scp.sink, probe=self)
+        return HttpServer(create_app(services), self.settings.http.host, self.settings.http.port)
+
+    def scp_listening(self) -> bool:
+        return self.scp.listening
+
+    def loops_alive(self) -> dict[str, bool]:
+        return {thread.name: thread.is_alive() for thread in self.threads}
+
     def stop(self) -> None:
         self.stop_event.set()
+        if self.http is not None:
+            self.http.stop()
         self.scp.stop()
         for thread in self.threads:
             thread.join(timeout=15)

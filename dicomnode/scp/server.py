@@ -105,6 +105,12 @@ class StorageSCP:
             logger.info("scp.stopped ae_title=%s", self.settings.ae_title)
 
     @property
+    def listening(self) -> bool:
+        """Whether the server socket is open (for the node's readiness check)."""
+        server = self._server
+        return server is not None and server.socket is not None and server.socket.fileno() != -1
+
+    @property
     def port(self) -> int:
         """The bound port (differs from ``settings.port`` when that is 0)."""
         if self._server is None:

@@ -1,0 +1,24 @@
+"""The node's HTTP application: the API (/api, OpenAPI at /openapi.json, docs at /docs), /health, /ready,
+/metrics and the dashboard."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from dicomnode import __version__
+from dicomnode.http.api import api, probes
+from dicomnode.http.auth import Authenticator, known_tokens
+from dicomnode.http.services import NodeServices
+
+
+def create_app(services: NodeServices) -> FastAPI:
+    app = FastAPI(
+        title="dicomnode",
+        version=__version__,
+        description="The node's studies, jobs, deliveries and quarantine; actions need an admin token.",
+    )
+    app.state.services = services
+    app.state.authenticator = Authenticator(known_tokens(services.settings.http))
+    app.include_router(probes)
+    app.include_router(api)
+    return app
