@@ -26,6 +26,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="data directory (store, database, outputs)")
     parser.add_argument("--database-url", help="sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-format", choices=["text", "json"], help="json: one object a line, ids as fields")
 
 
 def _add_serve_options(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +57,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         value = getattr(args, flag, None)
         if value is not None:
             node[key] = str(value) if isinstance(value, Path) else value
+    if getattr(args, "log_format", None):
+        node["log_format"] = args.log_format
     if node:
         overrides["node"] = node
     if getattr(args, "database_url", None):
@@ -84,7 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from dicomnode.node import Node
 
     settings = settings_from_args(args)
-    configure_logging(settings.node.log_level)
+    configure_logging(settings.node.log_level, settings.node.log_format)
     Node(settings).serve_forever()
     return 0
 
@@ -93,7 +96,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from dicomnode.node import run_worker_child, run_workers
 
     settings = settings_from_args(args)
-    configure_logging(settings.node.log_level)
+    configure_logging(settings.node.log_level, settings.node.log_format)
     if args.child:
         run_worker_child(settings)
     else:

@@ -78,7 +78,7 @@ class Dispatcher:
             attempted += len(batch)
         with self.db.session() as session:
             for job in repo.settle_delivering_jobs(session):
-                log.info("job_finished job=%d state=%s", job.id, job.state.value)
+                log.info("job_finished job=%d study=%d state=%s", job.id, job.study_id, job.state.value)
         return attempted
 
     def _unknown_destination(self, name: str, exc: ConfigError) -> None:

@@ -8,8 +8,9 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import select, text
 
 from dicomnode.addresses import Destination
@@ -274,3 +275,11 @@ def delete_quarantined(svc: Svc, token: Admin, name: str) -> dict[str, Any]:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     log.info("http_quarantine_delete name=%s by=%s", name, token.name)
     return {"deleted": name}
+
+
+@probes.get("/metrics", summary="Prometheus metrics (text format)", response_class=PlainTextResponse)
+def metrics(request: Request, svc: Svc) -> Response:
+    if not svc.settings.http.metrics_public:
+        request.app.state.authenticator.check(request, Role.READ)
+    body = generate_latest(request.app.state.metrics)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

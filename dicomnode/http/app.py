@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from dicomnode import __version__
 from dicomnode.http.api import api, probes
 from dicomnode.http.auth import Authenticator, known_tokens
+from dicomnode.http.metrics import metrics_registry
 from dicomnode.http.services import NodeServices
 
 
@@ -19,6 +20,7 @@ def create_app(services: NodeServices) -> FastAPI:
     )
     app.state.services = services
     app.state.authenticator = Authenticator(known_tokens(services.settings.http))
+    app.state.metrics = metrics_registry(services)
     app.include_router(probes)
     app.include_router(api)
     return app

@@ -22,7 +22,14 @@ def headers(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def served_settings(tmp_path: Path, database_url: str, dest_port: int, **sections: Any) -> Settings:
+def served_settings(
+    tmp_path: Path,
+    database_url: str,
+    dest_port: int,
+    *,
+    more_destinations: tuple[dict[str, Any], ...] = (),
+    **sections: Any,
+) -> Settings:
     settings = node_settings(
         tmp_path,
         database_url,
@@ -42,7 +49,7 @@ def served_settings(tmp_path: Path, database_url: str, dest_port: int, **section
         **sections,
     )
     destination = {"name": DEST_AET, "ae_title": DEST_AET, "host": "127.0.0.1", "port": dest_port, "results": True}
-    return Settings.model_validate({**settings.model_dump(), "destinations": [destination]})
+    return Settings.model_validate({**settings.model_dump(), "destinations": [destination, *more_destinations]})
 
 
 @dataclass
