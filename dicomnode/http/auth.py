@@ -16,6 +16,7 @@ from dicomnode.errors import ConfigError
 
 TOKENS_ENV = "DICOMNODE_HTTP_TOKENS"
 COOKIE_NAME = "dicomnode_token"
+ACTION_HEADER = "X-Dicomnode-Action"
 
 
 class Role(enum.IntEnum):
@@ -64,7 +65,17 @@ class Authenticator:
         """The caller's token, or 401 (none or unknown) / 403 (a read token asking to act)."""
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
-        presented = value.strip() if scheme.lower() == "bearer" else request.cookies.get(COOKIE_NAME, "")
+        from_cookie = scheme.lower() != "bearer"
+        presented = request.cookies.get(COOKIE_NAME, "") if from_cookie else value.strip()
+        if (
+            from_cookie
+            and presented
+            and request.method not in ("GET", "HEAD")
+            and not request.headers.get(ACTION_HEADER)
+        ):
+            # A cookie rides along on requests other sites make: an action must also carry our header, which
+            # a cross-site form cannot send (cross-site request forgery).
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"an action with the dashboard cookie needs {ACTION_HEADER}")
         if not presented:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED, "a token is needed (Authorization: Bearer TOKEN)", _CHALLENGE

@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from dicomnode.http.app import create_app
+from dicomnode.http.auth import ACTION_HEADER, COOKIE_NAME
 from dicomnode.http.services import NodeServices
 from dicomnode.node import Node
 from dicomnode.testing.synthetic import StudyInfo
@@ -111,6 +112,15 @@ def test_tokens_401_without_or_unknown_and_403_for_read_token_actions(served: Se
     refused = served.client.post(f"/api/jobs/{job_id}/retry", headers=READ)
     assert refused.status_code == 403
     assert served.job()["state"] == "FAILED"  # nothing happened
+    # The dashboard's cookie: enough to read, but an action also needs the header a cross-site form cannot send.
+    served.client.cookies.set(COOKIE_NAME, ADMIN_TOKEN)
+    try:
+        assert served.client.get("/api/studies").status_code == 200
+        forged = served.client.post(f"/api/jobs/{job_id}/retry")
+        assert forged.status_code == 403 and ACTION_HEADER in forged.json()["detail"]
+    finally:
+        served.client.cookies.clear()
+    assert served.job()["state"] == "FAILED"
     assert served.client.delete("/api/quarantine/20260101T000000000000Z_000000000000").status_code == 401
 
 
