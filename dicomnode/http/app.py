@@ -21,6 +21,8 @@ def create_app(services: NodeServices) -> FastAPI:
         title="dicomnode",
         version=__version__,
         description="The node's studies, jobs, deliveries and quarantine; actions need an admin token.",
+        docs_url=None,  # /docs is ours (dashboard.docs): offline, no CDN scripts
+        redoc_url=None,
     )
     app.state.services = services
     app.state.authenticator = Authenticator(known_tokens(services.settings.http))

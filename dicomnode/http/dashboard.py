@@ -48,6 +48,13 @@ def _page(request: Request, name: str, **context: Any) -> HTMLResponse:
     return templates.TemplateResponse(request, name, context)
 
 
+@pages.get("/docs", response_class=HTMLResponse)
+def docs(request: Request) -> HTMLResponse:
+    """The API reference rendered here from the OpenAPI document: FastAPI's Swagger page loads its scripts
+    from a CDN, which a hospital network does not reach."""
+    return _page(request, "docs.html", spec=request.app.openapi())
+
+
 @pages.get("/login", response_class=HTMLResponse)
 def login(request: Request, next: str = "/") -> HTMLResponse:
     # Only paths of this site: never a redirect to somewhere else after logging in.

@@ -101,7 +101,9 @@ def test_health_ready_and_openapi(served: Served) -> None:
     assert {"/api/studies", "/api/jobs/{job_id}", "/api/jobs/{job_id}/retry", "/api/quarantine/{name}"} <= set(
         schema["paths"]
     )
-    assert "Swagger" in served.client.get("/docs").text
+    docs = served.client.get("/docs").text
+    assert "/api/jobs/{job_id}/retry" in docs and "a job with its event timeline" in docs
+    assert "cdn" not in docs.lower() and 'src="http' not in docs  # offline: no scripts from elsewhere
 
 
 def test_tokens_401_without_or_unknown_and_403_for_read_token_actions(served: Served) -> None:
