@@ -146,13 +146,7 @@ def cmd_pipelines(args: argparse.Namespace) -> int:
     if not registry.entries:
         print("no pipelines installed")
     for name, entry in sorted(registry.entries.items()):
-        if entry.pipeline is None:
-            status = "not loaded"
-        elif not entry.enabled:
-            status = "disabled"
-        else:
-            status = "available" if entry.available else "unavailable"
-        print(f"{name:<22} {entry.version:<10} {status:<12} {entry.reason}")
+        print(f"{name:<22} {entry.version:<10} {entry.status:<12} {entry.reason}")
     return 0
 
 

@@ -282,18 +282,12 @@ def pipelines(session: Session, registry: Registry) -> list[dict[str, Any]]:
     )
     rows = []
     for name, entry in sorted(registry.entries.items()):
-        if entry.pipeline is None:
-            status = "not loaded"
-        elif not entry.enabled:
-            status = "disabled"
-        else:
-            status = "available" if entry.available else "unavailable"
         rows.append(
             {
                 "name": name,
                 "version": entry.version,
-                "status": status,
-                "available": entry.available and entry.enabled and entry.pipeline is not None,
+                "status": entry.status,
+                "available": entry.status == "available",
                 "reason": entry.reason,
                 "description": getattr(entry.pipeline, "description", ""),
                 "live_workers": sum(1 for w in live if name in w.pipelines),
