@@ -14,7 +14,7 @@ from sqlalchemy import select
 from dicomnode.db.models import Instance, Job, JobState, Output, Study
 from dicomnode.http import reads
 from dicomnode.http.api import services
-from dicomnode.http.auth import Role
+from dicomnode.http.auth import COOKIE_NAME, Role
 from dicomnode.http.report import image_png, seg_overlay_png, sr_report
 from dicomnode.http.services import NodeServices
 
@@ -41,7 +41,8 @@ Reader = Annotated[None, Depends(_reader)]
 
 
 def login_redirect(request: Request, _: Exception) -> Response:
-    return RedirectResponse(f"/login?next={request.url.path}", status_code=status.HTTP_303_SEE_OTHER)
+    refused = "&refused=1" if request.cookies.get(COOKIE_NAME) else ""
+    return RedirectResponse(f"/login?next={request.url.path}{refused}", status_code=status.HTTP_303_SEE_OTHER)
 
 
 def _page(request: Request, name: str, **context: Any) -> HTMLResponse:
@@ -56,9 +57,10 @@ def docs(request: Request) -> HTMLResponse:
 
 
 @pages.get("/login", response_class=HTMLResponse)
-def login(request: Request, next: str = "/") -> HTMLResponse:
+def login(request: Request, next: str = "/", refused: bool = False) -> HTMLResponse:
     # Only paths of this site: never a redirect to somewhere else after logging in.
-    return _page(request, "login.html", next=next if next.startswith("/") and not next.startswith("//") else "/")
+    target = next if next.startswith("/") and not next.startswith("//") else "/"
+    return _page(request, "login.html", next=target, refused=refused)
 
 
 def _overview(svc: NodeServices) -> dict[str, Any]:
@@ -151,5 +153,10 @@ def output_picture(output_id: int, svc: Svc, _: Reader) -> Response:
             stored = session.scalar(select(Instance.path).where(Instance.sop_instance_uid == sop_instance_uid))
         return svc.settings.resolve(stored) if stored else None
 
-    body = image_png(path) if kind == "SUMMARY" else seg_overlay_png(path, source_path)
+    try:
+        body = image_png(path) if kind == "SUMMARY" else seg_overlay_png(path, source_path)
+    except (OSError, ValueError, AttributeError, KeyError, IndexError) as exc:  # a file gone or not as written
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY, f"cannot draw output {output_id}: {type(exc).__name__}"
+        ) from exc
     return Response(body, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})

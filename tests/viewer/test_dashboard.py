@@ -70,6 +70,9 @@ def test_study_failure_and_retry_in_the_browser(tmp_path: Path, page: Any) -> No
         # The overview, as a read-only user: the failure with its reason and a retry button.
         page.goto(f"{base}/")
         assert page.url == f"{base}/login?next=/"  # no token yet: the login form
+        page.fill("#token", "not-a-token")
+        page.click("#login-submit")
+        page.wait_for_selector("#login-refused")
         _log_in(page, base, READ_TOKEN)
         failures = page.locator("#failures tbody tr")
         assert failures.count() == 1
