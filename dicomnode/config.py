@@ -40,6 +40,11 @@ class NodeSettings(_Strict):
     data_dir: Path = Path("dicomnode-data")
     allowed_calling_aes: list[str] = []
     max_associations: int = Field(default=64, ge=1)
+    # The admission gate: a connection must send its whole A-ASSOCIATE-RQ this soon, and only so many
+    # connections without one are held per address and in all (the oldest is closed for a newer one).
+    association_request_timeout: float = Field(default=5.0, gt=0)
+    max_pending_per_address: int = Field(default=8, ge=1)
+    max_pending: int = Field(default=64, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"  # json: one object a line, the action and ids as fields
     # A second copy of a SOP instance already stored: keep the first (count and log it), or replace it and

@@ -88,6 +88,9 @@ class Node:
             port=settings.node.port,
             allowed_calling_aes=tuple(settings.node.allowed_calling_aes),
             max_associations=settings.node.max_associations,
+            association_request_timeout=settings.node.association_request_timeout,
+            max_pending_per_address=settings.node.max_pending_per_address,
+            max_pending=settings.node.max_pending,
             replace_duplicates=settings.node.duplicates == "replace",
         )
         self.scp = StorageSCP(scp_settings, self.store, DatabaseSink(self.db, settings.stored_path))

@@ -36,8 +36,20 @@ def validate_uid(value: str, field: str) -> str:
     if len(value) > MAX_UID_LENGTH:
         raise ValidationError(f"{field} is longer than {MAX_UID_LENGTH} characters ({len(value)})")
     if not _UID_PATTERN.fullmatch(value):
-        raise ValidationError(f"{field} is not a DICOM UID (digits and single dots only): {value[:80]!r}")
+        # Sites put patient text into UIDs; the reason reaches logs and job errors, so it names the rule and
+        # the first offending position, never the value.
+        raise ValidationError(f"{field} is not a DICOM UID (digits and single dots only): {_uid_fault(value)}")
     return value
+
+
+def _uid_fault(value: str) -> str:
+    """Where ``value`` breaks the UID rule, without quoting it."""
+    if not value:
+        return "empty"
+    for position, char in enumerate(value, start=1):
+        if char not in "0123456789.":
+            return f"character {position} of {len(value)} is not a digit or a dot"
+    return "an empty component (a leading, trailing or doubled dot)"
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -46,7 +46,7 @@ PRODUCED_BY = coded(local_code("produced-by", "Produced by"))
 REPORT_TEXT = coded(local_code("report-text", "Pipeline report"))
 PRIOR_STUDY = coded(local_code("prior-study", "Prior study compared"))
 ASSESSMENT_OUTCOME = coded(local_code("assessment", "Assessment outcome"))
-NOT_ASSESSABLE_REASON = coded(local_code("not-assessable-reason", "Reason not assessable"))
+NOT_ASSESSABLE_REASON = coded(local_code("na-reason", "Reason not assessable"))
 MODEL_USED = coded(local_code("model", "Model used"))
 LATERALITY = hd.sr.CodedConcept("272741003", "SCT", "Laterality")
 # The finding type of the one group written when a pipeline reports no findings (TID 1500 needs a group).

@@ -142,7 +142,13 @@ class Code:
 
 
 def local_code(value: str, meaning: str) -> Code:
-    """A concept of the node's private scheme, for what no standard (DCM, SCT, UCUM, LN) codes."""
+    """A concept of the node's private scheme, for what no standard (DCM, SCT, UCUM, LN) codes.
+
+    The value must fit Code Value (SH, 16 characters): a longer one is written as Long Code Value, which
+    viewers such as OHIF do not read (they drop the whole content item).
+    """
+    if not 0 < len(value) <= 16:
+        raise ValueError(f"local code value {value!r} must have 1 to 16 characters (Code Value is SH)")
     return Code(value, LOCAL_SCHEME, meaning)
 
 

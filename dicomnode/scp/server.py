@@ -6,16 +6,16 @@ import logging
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event
-from pynetdicom.transport import ThreadedAssociationServer
 
 from dicomnode import dimse as status
 from dicomnode.errors import ConfigError, ValidationError
 from dicomnode.scp.contexts import storage_scp_contexts
+from dicomnode.scp.gate import AcceptorWakeup, GatedAssociationServer, GateSettings
 from dicomnode.scp.handlers import InstanceSink, StoreHandler
 from dicomnode.store import InstanceStore
 
@@ -30,9 +30,12 @@ class ScpSettings:
     host: str = "0.0.0.0"
     port: int = 11112
     allowed_calling_aes: tuple[str, ...] = ()  # empty: everyone may associate
-    # pynetdicom counts a TCP connection that has not yet sent its A-ASSOCIATE-RQ as an association, so idle
-    # connections (port scanners, load-balancer probes) fill the slots until the ACSE timeout: keep headroom.
+    # pynetdicom counts a TCP connection that has not yet sent its A-ASSOCIATE-RQ as an association; the
+    # admission gate (dicomnode.scp.gate) keeps such connections out of these slots.
     max_associations: int = 64
+    association_request_timeout: float = 5.0  # the whole A-ASSOCIATE-RQ must arrive this soon after connect
+    max_pending_per_address: int = 8  # connections of one address without a whole request yet (oldest evicted)
+    max_pending: int = 64  # the same for all addresses together
     acse_timeout: float = 30
     dimse_timeout: float = 60
     network_timeout: float = 60
@@ -47,7 +50,9 @@ class ScpSettings:
             raise ValidationError(f"port must be 0-65535, got {self.port}")
         if self.max_associations < 1:
             raise ValidationError(f"max_associations must be at least 1, got {self.max_associations}")
-        for name in ("acse_timeout", "dimse_timeout", "network_timeout"):
+        if self.max_pending_per_address < 1 or self.max_pending < 1:
+            raise ValidationError("max_pending_per_address and max_pending must be at least 1")
+        for name in ("acse_timeout", "dimse_timeout", "network_timeout", "association_request_timeout"):
             if getattr(self, name) <= 0:
                 raise ValidationError(f"{name} must be positive, got {getattr(self, name)}")
         if self.max_pdu < 0:
@@ -62,7 +67,8 @@ class StorageSCP:
         self.store = store
         self.sink = sink
         self._handler = StoreHandler(store, sink, replace_duplicates=settings.replace_duplicates)
-        self._server: ThreadedAssociationServer | None = None
+        self._server: GatedAssociationServer | None = None
+        self._wakeup = AcceptorWakeup(settings.acse_timeout)
         self._association_ids: dict[Association, str] = {}
         self._lock = threading.Lock()
 
@@ -88,13 +94,27 @@ class StorageSCP:
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_CONN_CLOSE, self._on_closed),
+            (evt.EVT_REQUESTED, self._wakeup.on_requested),
+            (evt.EVT_CONN_CLOSE, self._wakeup.on_closed),
         ]
         ae = self._build_ae()
         address = (self.settings.host, self.settings.port)
+        s = self.settings
+        gate = GateSettings(
+            request_timeout=s.association_request_timeout,
+            max_pending_per_address=s.max_pending_per_address,
+            max_pending=s.max_pending,
+        )
         try:
-            self._server = ae.start_server(address, block=False, evt_handlers=handlers)
+            # as AE.start_server(block=False) does, with the admission gate's server class
+            made = ae.make_server(address, evt_handlers=handlers, server_class=GatedAssociationServer, gate=gate)
+            server = cast(GatedAssociationServer, made)
         except OSError as exc:
             raise ConfigError(f"scp: cannot listen on {address[0]}:{address[1]}: {exc.strerror or exc}") from exc
+        thread = threading.Thread(target=server.serve_forever, name=f"scp-accept-{self.settings.ae_title}", daemon=True)
+        thread.start()
+        ae._servers.append(server)
+        self._server = server
         logger.info("scp.started ae_title=%s host=%s port=%d", self.settings.ae_title, self.settings.host, self.port)
 
     def stop(self) -> None:
@@ -109,6 +129,11 @@ class StorageSCP:
         """Whether the server socket is open (for the node's readiness check)."""
         server = self._server
         return server is not None and server.socket is not None and server.socket.fileno() != -1
+
+    @property
+    def pending_connections(self) -> int:
+        """Connections accepted that have not yet sent a whole A-ASSOCIATE-RQ (the admission gate holds them)."""
+        return 0 if self._server is None else self._server.pending_connections
 
     @property
     def port(self) -> int:

@@ -33,7 +33,7 @@ SELECTED_HAND = local_code("hxr-selected", "Hand selected for bone age assessmen
 QUALITY_FLAG = local_code("hxr-flag", "Laterality quality flag")
 LATERALITY_SOURCE = local_code("hxr-source", "Laterality determined from")
 FROM_MARKER = local_code("hxr-from-marker", "Lead marker on the limb")
-FROM_OPPOSITE = local_code("hxr-from-opposite", "Opposite of the other limb's marker")
+FROM_OPPOSITE = local_code("hxr-opposite", "Opposite of the other limb's marker")
 FROM_ANATOMY = local_code("hxr-from-anatomy", "Thumb side (anatomy)")
 NOT_A_HAND = local_code("hxr-not-hand", "Limb is not a hand")
 

@@ -219,7 +219,17 @@ def test_not_assessable_is_a_short_sr_without_numbers(tmp_path: Path, capsys: py
     assert '"Not assessable"' in dump and "only 12 slices" in dump
     declared = [item.CodingSchemeDesignator for item in sr.CodingSchemeIdentificationSequence]
     assert declared == ["99DCMNODE"]
+    # OHIF drops content items whose concept has only a Long Code Value: every code fits Code Value
+    assert "Long Code Value" not in dump and "(0008,0119)" not in str(sr)
     assert _dciodvfy_errors(sr_path) == []
+
+
+def test_a_local_code_longer_than_code_value_is_refused_when_defined() -> None:
+    from dicomnode.plugins.api import local_code
+
+    assert local_code("na-reason", "Reason not assessable").value == "na-reason"
+    with pytest.raises(ValueError, match="16 characters"):
+        local_code("not-assessable-reason", "Reason not assessable")
 
 
 # ------------------------------------------------------------------------------------------- models

@@ -25,6 +25,16 @@ def test_path_for_rejects_anything_but_uids(tmp_path: Path, bad: str, position: 
         InstanceStore(tmp_path).path_for(*uids)
 
 
+@pytest.mark.parametrize("uid", ["1.2.840.Zyxwv^Marker", "Zyxwv.1.2", "1.2.Zyxwv.", "1..2.Zyxwv"])
+def test_a_uid_rejection_names_the_field_and_place_never_the_value(tmp_path: Path, uid: str) -> None:
+    """Sites put patient text into UIDs; the reason goes to logs and job errors (issue 15, point 5)."""
+    with pytest.raises(ValidationError) as raised:
+        InstanceStore(tmp_path).path_for(STUDY, uid, SOP)
+    reason = str(raised.value)
+    assert "SeriesInstanceUID" in reason and "character" in reason
+    assert "Zyxwv" not in reason and "Marker" not in reason
+
+
 def test_path_for_stays_under_root(tmp_path: Path) -> None:
     path = InstanceStore(tmp_path).path_for(STUDY, SERIES, SOP)
     assert path == tmp_path / STUDY / SERIES / f"{SOP}.dcm"

@@ -24,6 +24,8 @@ from pydicom import Dataset
 from scipy import ndimage
 
 from dicomnode.testing.synthetic import StudyInfo, write_ct_series, write_radiograph
+from pipelines.bone_age.phantoms import HandSpec, make_hand
+from pipelines.ct_fracture.phantoms import FractureSpec, PhantomLayout, render_trunk
 from pipelines.hand_xray.phantoms import MarkerSpec, PhantomSpec, make_phantom
 from pipelines.lung_longitudinal.phantoms import longitudinal_pair
 from tests.support.phantoms import write_sphere_study
@@ -56,11 +58,35 @@ def _lung(workdir: Path) -> list[str]:
     return ["--prior", str(workdir / "prior")]
 
 
+def _fracture(workdir: Path) -> list[str]:
+    spacing = (2.5, 1.5, 1.5)
+    phantom = render_trunk(PhantomLayout(), spacing, (FractureSpec("left rib 10", 0.45, "gap"),), seed=5)
+    write_ct_series(phantom.hu, workdir / "source", spacing=spacing, series_description="Chest bone")
+    return []
+
+
+def _bone_age(workdir: Path) -> list[str]:
+    # no weights here: bone_age says the grading is not installed and still shows the 13 bones it located
+    phantom = make_hand(HandSpec(maturity=0.5, sex="F", rows=640, columns=520, seed=4))
+    info = StudyInfo(patient_sex="F", patient_birth_date="20140301", study_date="20240615")
+    write_radiograph(phantom.stored(12), workdir / "source" / "hand.dcm", info=info)
+    return []
+
+
 CASES = [
     PipelineCase("test_spheres", _spheres, '[pipelines]\nextra = ["tests.support.sphere_pipeline:SpherePipeline"]\n'),
     PipelineCase("hand_xray", _hand),
     PipelineCase("lung_longitudinal", _lung),
+    PipelineCase("ct_fracture", _fracture),
+    PipelineCase("bone_age", _bone_age),
 ]
+
+# Failures seen in OHIF 3.13 and not yet explained (docs/viewers.md, "Open problems"): reported as xfail, and a
+# pass is a pass, so that they are noticed when they go away.
+OPEN_PROBLEMS = {
+    ("ct_fracture", "seg"): "OHIF leaves the last rib segment untinted under the jump-to-segment click",
+    ("ct_fracture", "sr"): "OHIF's SR viewport stays black on ct_fracture's SR",
+}
 
 # OHIF's SR viewport writes the first five values of a finding beside its drawing, no more.
 OHIF_MAX_LINES = 5
@@ -202,7 +228,13 @@ def _toggle_all_segments(ohif: Ohif) -> None:
 
 
 def test_seg_overlay_lies_on_the_segment_with_its_label_and_colour(ohif: Ohif, results: PipelineOutputs) -> None:
-    for seg in _segments(results):
+    segs = _segments(results)
+    with known_gap(OPEN_PROBLEMS.get((results.pipeline, "seg")), strict=False):
+        _check_seg_overlays(ohif, results, segs)
+
+
+def _check_seg_overlays(ohif: Ohif, results: PipelineOutputs, segs: list[hd.seg.Segmentation]) -> None:
+    for seg in segs:
         _open_seg(ohif, results, seg)
         rows = ohif.segment_rows()
         assert [label for label, _ in rows] == [str(i.SegmentLabel) for i in seg.SegmentSequence]
@@ -283,6 +315,8 @@ def _sr_gap(results: PipelineOutputs, findings: list[Finding]) -> tuple[str | No
 def test_sr_viewport_draws_every_finding_with_its_values_on_its_image(ohif: Ohif, results: PipelineOutputs) -> None:
     findings = sr_findings(results.sr)
     reason, strict = _sr_gap(results, findings)
+    if (results.pipeline, "sr") in OPEN_PROBLEMS:
+        reason, strict = OPEN_PROBLEMS[(results.pipeline, "sr")], False
     with known_gap(reason, strict=strict):
         _check_sr_viewport(ohif, results, findings)
 

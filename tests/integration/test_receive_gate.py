@@ -1,0 +1,177 @@
+"""The admission gate (issue 15, point 2): idle, half-sent and garbled connections never lock a real sender
+out. A flood of 100 sockets from one address, kept open and re-opened as the node drops them, while an
+allowed peer echoes; garbled requests that pass the gate free their slot at once."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dicomnode.node import Node
+from tests.conftest import DCMTK, require_tool
+from tests.support.net import wait_for
+from tests.support.node import node_settings
+
+pytestmark = pytest.mark.integration
+
+FLOOD = 100
+REQUEST_TIMEOUT_S = 1.0
+HANG_S = 3.0  # an echo slower than this is a hang, not a slow node (it takes milliseconds when idle)
+
+
+@contextlib.contextmanager
+def _served(tmp_path: Path, **node: object) -> Iterator[Node]:
+    settings = node_settings(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'n.sqlite3'}",
+        worker={"processes": 0},
+        node={"association_request_timeout": REQUEST_TIMEOUT_S, "allowed_calling_aes": ["ECHOSCU"], **node},
+    )
+    running = Node(settings)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    with _served(tmp_path) as running:
+        yield running
+
+
+def _echo(port: int) -> tuple[bool, float]:
+    started = time.monotonic()
+    run = subprocess.run(
+        [DCMTK / "echoscu", "-aet", "ECHOSCU", "-aec", "DICOMNODE", "-to", "10", "127.0.0.1", str(port)],
+        capture_output=True,
+        timeout=30,
+    )
+    return run.returncode == 0, time.monotonic() - started
+
+
+def _half_open(port: int, index: int) -> socket.socket:
+    """An idle connection, or (every other one) one that sent the first 10 bytes of a request and stopped."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    if index % 2:
+        sock.sendall(b"\x01\x00" + struct.pack(">I", 200) + b"\x00\x01\x00\x00")
+    return sock
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(4096) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+class _Flood:
+    """Keeps ``FLOOD`` half-open sockets to ``port``, re-opening each one the node closes."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.stop = threading.Event()
+        self.opened = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        sockets: list[socket.socket] = []
+        try:
+            while not self.stop.is_set():
+                while len(sockets) < FLOOD:
+                    sockets.append(_half_open(self.port, self.opened))
+                    self.opened += 1
+                for sock in list(sockets):
+                    sock.setblocking(False)
+                    try:
+                        if sock.recv(1) == b"":
+                            sockets.remove(sock)
+                            sock.close()
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        sockets.remove(sock)
+                        sock.close()
+                time.sleep(0.02)
+        finally:
+            for sock in sockets:
+                sock.close()
+
+
+def test_an_allowed_peer_echoes_through_a_flood_of_half_open_sockets(node: Node) -> None:
+    require_tool("echoscu")
+    port = node.scp.port
+    flood = [_half_open(port, i) for i in range(FLOOD)]
+    try:
+        latencies = []
+        for _ in range(5):
+            ok, seconds = _echo(port)
+            assert ok, "the allowed peer was refused while idle sockets were open"
+            latencies.append(seconds)
+        print(f"echo under {FLOOD} half-open sockets: max {max(latencies) * 1000:.0f} ms")
+        assert max(latencies) < HANG_S
+        # the node closes every one of them: the newest at the request timeout, the older ones on eviction
+        deadline = time.monotonic() + REQUEST_TIMEOUT_S + 5
+        for sock in flood:
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            assert _closed_by_peer(sock), "a half-open socket was still open after the request timeout"
+    finally:
+        for sock in flood:
+            sock.close()
+    assert node.scp.pending_connections == 0
+
+
+def test_an_allowed_peer_echoes_while_the_flood_reopens_what_the_node_drops(node: Node) -> None:
+    require_tool("echoscu")
+    flood = _Flood(node.scp.port)
+    flood.thread.start()
+    try:
+        wait_for(lambda: flood.opened >= FLOOD, 20, "the flood to open its sockets")
+        results = [_echo(node.scp.port) for _ in range(10)]
+    finally:
+        flood.stop.set()
+        flood.thread.join(timeout=10)
+    print(
+        f"echo while {flood.opened} half-open sockets were opened: "
+        f"{sum(ok for ok, _ in results)}/10 ok, max {max(s for _, s in results) * 1000:.0f} ms"
+    )
+    assert all(ok for ok, _ in results)
+    assert max(s for _, s in results) < HANG_S
+
+
+def _garbled_request() -> bytes:
+    """A whole PDU of the right type and a plausible length whose body is not an association request."""
+    body = b"\x00\x01\x00\x00" + b"\xff" * 96
+    return b"\x01\x00" + struct.pack(">I", len(body)) + body
+
+
+def test_garbled_requests_free_their_association_slot_at_once(tmp_path: Path) -> None:
+    """They pass the gate; pynetdicom's DUL rejects them. Their slot is free when the connection closes (or at
+    the gate's timeout if the peer holds it), not at the 30 s ACSE timeout."""
+    require_tool("echoscu")
+    with _served(tmp_path, max_associations=2) as node:
+        port = node.scp.port
+        held = []
+        for index in range(6):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.sendall(_garbled_request())
+            if index % 2:
+                held.append(sock)  # the peer keeps it open
+            else:
+                sock.close()
+        try:
+            assert wait_for(lambda: _echo(port)[0], REQUEST_TIMEOUT_S + 5, "a free association slot")
+        finally:
+            for sock in held:
+                sock.close()
