@@ -245,3 +245,21 @@ def test_environment_tokens_are_hashed_and_malformed_ones_refused() -> None:
     assert Authenticator(tokens).identify("gamma") is None
     with pytest.raises(ConfigError, match="entry 1 must be ROLE:TOKEN"):
         known_tokens(HttpSettings(), {TOKENS_ENV: "root:alpha"})
+
+
+def test_not_ready_when_the_database_is_unreachable(tmp_path: Path) -> None:
+    from dicomnode.config import Settings
+    from dicomnode.db.engine import Database
+    from dicomnode.ingest import DatabaseSink
+    from dicomnode.plugins.registry import Registry
+    from dicomnode.store import InstanceStore
+
+    url = f"postgresql://dicomnode@127.0.0.1:{free_port()}/dicomnode"  # nothing listens there
+    settings = Settings.model_validate({"node": {"data_dir": str(tmp_path)}, "database": {"url": url}})
+    db = Database(url)
+    services = NodeServices(settings, db, Registry(), InstanceStore(settings.store_dir), DatabaseSink(db))
+    with TestClient(create_app(services)) as client:
+        assert client.get("/health").status_code == 200
+        answer = client.get("/ready")
+    assert answer.status_code == 503
+    assert answer.json() == {"ready": False, "checks": {"database": False, "live_workers": 0}}

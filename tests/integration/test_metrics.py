@@ -129,3 +129,15 @@ def test_metrics_match_what_was_sent_and_logs_are_json(
     )
     assert by_action["scp.instance_stored"]["size"] > 0
     assert {"time", "level", "logger", "message"} <= set(finished)
+
+
+def test_log_format_flag_reaches_the_settings_workers_read(tmp_path: Path) -> None:
+    from dicomnode.cli import build_parser, settings_from_args
+    from dicomnode.runner.supervisor import write_child_settings
+
+    args = build_parser().parse_args(["serve", "--log-format", "json", "--data-dir", str(tmp_path)])
+    settings = settings_from_args(args)
+    assert settings.node.log_format == "json"
+    child = json.loads(write_child_settings(settings, tmp_path / "child.json").read_text())
+    assert child["node"]["log_format"] == "json"  # the supervised workers log JSON too
+    assert build_parser().parse_args(["serve"]).log_format is None
