@@ -103,6 +103,8 @@ class Node:
             reset = repo.reset_quiet_timers(session)
         if reset:
             log.info("quiet_timers_reset series=%d: downtime is not quiet time", reset)
+        if self.settings.http.enabled:
+            self.http = self._http_server()  # binds its port first: a port in use stops the start here
         self.scp.start()
         settings_file = write_child_settings(self.settings, self.settings.node.data_dir / "run" / "settings.json")
         bodies: list[tuple[str, object]] = [
@@ -116,8 +118,7 @@ class Node:
             thread = _Loop(name, body, self.stop_event)
             thread.start()
             self.threads.append(thread)
-        if self.settings.http.enabled:
-            self.http = self._http_server()
+        if self.http is not None:
             self.http.start()
         active = ", ".join(sorted(self.registry.active())) or "none"
         log.info(

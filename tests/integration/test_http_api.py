@@ -263,3 +263,19 @@ def test_not_ready_when_the_database_is_unreachable(tmp_path: Path) -> None:
         answer = client.get("/ready")
     assert answer.status_code == 503
     assert answer.json() == {"ready": False, "checks": {"database": False, "live_workers": 0}}
+
+
+def test_http_port_in_use_stops_the_start_before_the_scp(tmp_path: Path) -> None:
+    import socket
+
+    from dicomnode.errors import ConfigError
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        node = Node(served_settings(tmp_path, f"sqlite:///{tmp_path / 'n.sqlite3'}", free_port(), http={"port": port}))
+        try:
+            with pytest.raises(ConfigError, match=f"http: cannot listen on 127.0.0.1:{port}"):
+                node.start()
+            assert not node.scp.listening and not node.threads
+        finally:
+            node.stop()
