@@ -1,20 +1,32 @@
-"""The `dicomnode` command: serve, worker, run, pipelines, route explain, jobs, train, import."""
+"""The `dicomnode` command: serve, worker, run, pipelines, route explain, jobs, status, send, train, import.
+
+A user error (bad flag, missing path, invalid configuration, unreachable database) is one line on stderr and
+exit status 2; a traceback means a bug."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from dicomnode import __version__
 from dicomnode.config import Settings, find_config, load_settings, parse_address
 from dicomnode.errors import DicomNodeError
 from dicomnode.log import configure_logging
 from dicomnode.runner.supervisor import DATABASE_URL_ENV
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the usage block is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +37,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--data-dir", type=Path, help="data directory (store, database, outputs)")
     parser.add_argument("--database-url", help="sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
-    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log verbosity (stderr)")
     parser.add_argument("--log-format", choices=["text", "json"], help="json: one object a line, ids as fields")
 
 
@@ -85,10 +97,52 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 # ------------------------------------------------------------------------------------------- commands
 def cmd_serve(args: argparse.Namespace) -> int:
     from dicomnode.node import Node
+    from dicomnode.startup import startup_lines
 
     settings = settings_from_args(args)
     configure_logging(settings.node.log_level, settings.node.log_format)
-    Node(settings).serve_forever()
+    node = Node(settings)
+
+    def _announce() -> None:
+        print("\n".join(startup_lines(settings, node.scp.port, node.registry.active())), flush=True)
+        if node.http is not None:
+            print(f"dashboard and HTTP API: http://{node.http.host}:{node.http.port}/ (API reference at /docs)")
+
+    node.serve_forever(on_started=_announce)
+    return 0
+
+
+def cmd_scp(args: argparse.Namespace) -> int:
+    """The receiving part alone: SCP, assembler/router (and retention) on the shared database and store."""
+    from dicomnode.node import RECEIVE, Node
+    from dicomnode.startup import startup_lines
+
+    settings = settings_from_args(args)
+    configure_logging(settings.node.log_level, settings.node.log_format)
+    node = Node(settings, roles=frozenset({RECEIVE}))
+
+    def _announce() -> None:
+        lines = startup_lines(settings, node.scp.port, node.registry.active(), workers=False, destinations=False)
+        print("\n".join(lines), flush=True)
+
+    node.serve_forever(on_started=_announce)
+    return 0
+
+
+def cmd_dispatch(args: argparse.Namespace) -> int:
+    """The delivering part alone: claims due deliveries from the shared database and sends them."""
+    from dicomnode.node import DISPATCH, Node
+    from dicomnode.startup import destination_lines
+
+    settings = settings_from_args(args)
+    configure_logging(settings.node.log_level, settings.node.log_format)
+    node = Node(settings, roles=frozenset({DISPATCH}))
+
+    def _announce() -> None:
+        lines = [f"dicomnode dispatching as {settings.dispatch_calling_ae}", *destination_lines(settings)]
+        print("\n".join(lines), flush=True)
+
+    node.serve_forever(on_started=_announce)
     return 0
 
 
@@ -123,11 +177,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     configure_logging(settings.node.log_level if args.log_level else "WARNING")
+    if not args.input_dir.is_dir():
+        raise DicomNodeError(f"{args.input_dir}: no such directory")
     params = dict(_key_values(args.param))
+    started = time.monotonic()
+    _stage(f"{args.pipeline}: running on {args.input_dir}")
     document = run_standalone(
         settings, args.pipeline, args.input_dir, args.prior, args.output, params, prior_results=args.prior_result
     )
-    print(f"{document['pipeline']['name']} {document['pipeline']['version']} ({document['produced_by']} path)")
+    _stage(f"{args.pipeline}: done in {time.monotonic() - started:.1f} s")
+    name, version = document["pipeline"]["name"], document["pipeline"]["version"]
+    print(f"{name} {version} ({document['produced_by']} path, {time.monotonic() - started:.1f} s)")
     if document["outcome"] != "assessed":
         reason = (document.get("not_assessable_reason") or {}).get("meaning", "")
         print(f"  NOT ASSESSABLE: {reason}. {document['text']}".rstrip())
@@ -157,6 +217,8 @@ def cmd_route_explain(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     configure_logging("ERROR")
+    if not args.folder.is_dir():
+        raise DicomNodeError(f"{args.folder}: no such directory")
     print(explain_folder(args.folder, effective_rules(settings), build_registry(settings).active()))
     return 0
 
@@ -177,6 +239,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     return status_command(settings)
 
 
+def cmd_retention(args: argparse.Namespace) -> int:
+    from dicomnode.db.queries import open_node_database
+    from dicomnode.retention import has_limits, run_retention
+
+    settings = settings_from_args(args)
+    configure_logging(settings.node.log_level if args.log_level else "WARNING")
+    db = open_node_database(settings)
+    try:
+        candidates = run_retention(db, settings, dry_run=args.dry_run)
+    finally:
+        db.dispose()
+    for c in candidates:
+        print(("would delete " if args.dry_run else "deleted ") + c.describe())
+    total = sum(c.bytes for c in candidates)
+    verb = "would free" if args.dry_run else "freed"
+    note = "" if has_limits(settings) else " (no [retention] limit is configured)"
+    print(f"retention: {len(candidates)} item(s), {verb} {total / 1e6:.1f} MB{note}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from dicomnode.plugins.api import TrainablePipeline
     from dicomnode.runner.host import build_registry
@@ -186,7 +268,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     pipeline = build_registry(settings).get(args.pipeline)
     if not isinstance(pipeline, TrainablePipeline):
         raise DicomNodeError(f"pipeline {args.pipeline!r} has no learned part to train")
+    if not args.data.exists():
+        raise DicomNodeError(f"{args.data}: no such file or directory")
+    started = time.monotonic()
+    _stage(f"{args.pipeline}: training on {args.data} (its own log lines show the epochs)")
     weights = pipeline.train(args.data, args.output, dict(_key_values(args.option)))
+    _stage(f"{args.pipeline}: trained in {time.monotonic() - started:.1f} s")
     from dicomnode.plugins.weights import sha256_of
 
     print(f"weights: {weights}\nsha256:  {sha256_of(weights)}")
@@ -232,15 +319,68 @@ def _pipeline_command(argv: Sequence[str]) -> int | None:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from dicomnode.importing import wrap_image_as_secondary_capture
+    from pydicom.uid import generate_uid
 
+    from dicomnode.addresses import validate_ae_title
+    from dicomnode.importing import wrap_image_as_secondary_capture
+    from dicomnode.progress import Progress
+
+    missing = [str(p) for p in args.images if not p.is_file()]
+    if missing:
+        raise DicomNodeError(f"{missing[0]}: no such file" + (f" (and {len(missing) - 1} more)" if missing[1:] else ""))
+    for flag, value, limit in (("--patient-id", args.patient_id, 64), ("--accession", args.accession, 16)):
+        if len(value) > limit:
+            raise DicomNodeError(f"{flag}: at most {limit} characters")
+    validate_ae_title(args.modality, "--modality")  # the same short code-string rules
     args.output.mkdir(parents=True, exist_ok=True)
-    for path in args.images:
-        ds = wrap_image_as_secondary_capture(path, body_part=args.body_part)
+    study_uid = args.study_uid or generate_uid()  # one study for the pictures of one import
+    progress = Progress(len(args.images), "import")
+    written = []
+    for number, path in enumerate(args.images, start=1):
+        ds = wrap_image_as_secondary_capture(
+            path,
+            patient_id=args.patient_id,
+            patient_name=args.patient_name,
+            study_instance_uid=study_uid,
+            body_part=args.body_part or None,
+            modality=args.modality,
+            study_description=args.study_description,
+            accession_number=args.accession,
+            series_number=number,
+        )
         target = args.output / f"{path.stem}.dcm"
         ds.save_as(target, enforce_file_format=True)
+        written.append(target)
+        progress.advance(note=path.name)
+    progress.done()
+    for target in written:
         print(target)
+    print(f"imported {len(written)} pictures into study {study_uid} under {args.output}", file=sys.stderr)
     return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from dicomnode.send_cli import send_folder
+
+    settings = settings_from_args(args)
+    configure_logging(settings.node.log_level if args.log_level else "ERROR")
+    if not args.log_level:  # the summary says what failed; pynetdicom's own ERROR lines would repeat it
+        logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
+    return send_folder(args.folder, args.address, args.calling_ae or settings.dispatch_calling_ae)
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    from dicomnode.completion import bash_script
+
+    print(bash_script(build_parser()), end="")
+    return 0
+
+
+def _stage(text: str) -> None:
+    """A progress line on a terminal for a long command whose inside reports nothing (stderr: stdout stays the
+    result; scripts and logs get the command's summary only)."""
+    if sys.stderr.isatty():
+        print(text, file=sys.stderr, flush=True)
 
 
 def _key_values(items: Sequence[str]) -> list[tuple[str, Any]]:
@@ -258,14 +398,23 @@ def _key_values(items: Sequence[str]) -> list[tuple[str, Any]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dicomnode", description=__doc__)
+    parser = _Parser(prog="dicomnode", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"dicomnode {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("serve", help="run the whole node (SCP, router, workers, dispatcher)")
     _add_config_options(p)
     _add_serve_options(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("scp", help="receive only: DICOM SCP and assembler/router (scale-out on Postgres)")
+    _add_config_options(p)
+    _add_serve_options(p)
+    p.set_defaults(func=cmd_scp)
+
+    p = sub.add_parser("dispatch", help="deliver only: send results and forwards (scale-out on Postgres)")
+    _add_config_options(p)
+    p.set_defaults(func=cmd_dispatch)
 
     p = sub.add_parser("worker", help="run supervised worker processes (claim jobs from the shared database)")
     _add_config_options(p)
@@ -275,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("config", help="configuration tools")
-    config_sub = p.add_subparsers(dest="config_command", required=True)
+    config_sub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     q = config_sub.add_parser("check", help="validate the configuration and print it (secrets masked)")
     _add_config_options(q)
     _add_serve_options(q)
@@ -283,8 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run one pipeline on a folder of DICOM files, without server or database")
     _add_config_options(p)
-    p.add_argument("pipeline")
-    p.add_argument("input_dir", type=Path)
+    p.add_argument("pipeline", help="pipeline name (see `dicomnode pipelines`)")
+    p.add_argument("input_dir", type=Path, help="folder of DICOM files (and PNG/JPEG pictures)")
     p.add_argument("--prior", type=Path, action="append", default=[], help="folder of a prior study (repeatable)")
     p.add_argument(
         "--prior-result",
@@ -295,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="an earlier result.json of a prior (reused: lesion identities stay the same); a result.json "
         "inside a --prior folder is used without this flag",
     )
-    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--output", type=Path, required=True, help="folder for the result (SR, SEG, summary, JSON)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="pipeline parameter")
     p.set_defaults(func=cmd_run)
 
@@ -304,16 +453,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_pipelines)
 
     p = sub.add_parser("route", help="routing tools")
-    route_sub = p.add_subparsers(dest="route_command", required=True)
+    route_sub = p.add_subparsers(dest="route_command", required=True, metavar="ACTION")
     q = route_sub.add_parser("explain", help="show which rules and pipelines match each series of a folder")
     _add_config_options(q)
-    q.add_argument("folder", type=Path)
+    q.add_argument("folder", type=Path, help="folder of DICOM files")
     q.set_defaults(func=cmd_route_explain)
 
     p = sub.add_parser("jobs", help="list, show and retry jobs")
     _add_config_options(p)
-    p.add_argument("action", choices=["list", "show", "retry"], nargs="?", default="list")
-    p.add_argument("job_id", type=int, nargs="?")
+    p.add_argument(
+        "action", choices=["list", "show", "retry"], nargs="?", default="list", help="what to do (default list)"
+    )
+    p.add_argument("job_id", type=int, nargs="?", help="the job (show, retry)")
     p.add_argument("--state", help="only jobs in this state (list)")
     p.add_argument("--limit", type=int, default=50, help="at most this many jobs (list)")
     p.add_argument("--rerun", action="store_true", help="retry a DONE analysis as a new result version (retry)")
@@ -323,29 +474,66 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(p)
     p.set_defaults(func=cmd_status)
 
+    p = sub.add_parser("retention", help="delete old instances and results as [retention] says (never what jobs need)")
+    _add_config_options(p)
+    p.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
+    p.set_defaults(func=cmd_retention)
+
+    p = sub.add_parser("send", help="send every DICOM file under a folder to a DICOM peer (C-STORE)")
+    _add_config_options(p)
+    p.add_argument("folder", type=Path, help="folder (searched recursively) or one DICOM file")
+    p.add_argument("address", metavar="AET@HOST:PORT", help="the peer, e.g. ORTHANC@127.0.0.1:4242")
+    p.add_argument("--calling-ae", help="our AE title on the association (default dispatch.calling_ae or node AE)")
+    p.set_defaults(func=cmd_send)
+
     p = sub.add_parser("train", help="train a pipeline's learned part")
     _add_config_options(p)
-    p.add_argument("pipeline")
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--output", type=Path, required=True)
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("pipeline", help="pipeline name (see `dicomnode pipelines`)")
+    p.add_argument("--data", type=Path, required=True, help="training data (layout: the pipeline's README)")
+    p.add_argument("--output", type=Path, required=True, help="folder for the trained weights")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="training option")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="measure a pipeline on labelled data with its challenge's metrics")
     _add_config_options(p)
-    p.add_argument("pipeline")
+    p.add_argument("pipeline", help="pipeline name (see `dicomnode pipelines`)")
     p.add_argument("--data", type=Path, required=True, help="labelled data (layout: the pipeline's README)")
     p.add_argument("--output", type=Path, help="also write the report (JSON) here")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="evaluation option")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="pipeline parameter")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("import", help="wrap PNG/JPEG images as DICOM Secondary Capture")
-    p.add_argument("images", type=Path, nargs="+")
-    p.add_argument("--output", type=Path, required=True)
-    p.add_argument("--body-part", default="HAND")
+    p = sub.add_parser("import", help="wrap PNG/JPEG pictures as DICOM Secondary Capture (one study, one series each)")
+    p.add_argument("images", type=Path, nargs="+", help="PNG or JPEG files (colour stays RGB)")
+    p.add_argument("--output", type=Path, required=True, help="folder for the DICOM files")
+    p.add_argument("--body-part", default="HAND", help="BodyPartExamined (default HAND; '' leaves it out)")
+    p.add_argument("--modality", default="OT", help="Modality (default OT; e.g. CR, DX, XC)")
+    p.add_argument("--patient-id", default="IMPORTED", help="PatientID (default IMPORTED)")
+    p.add_argument("--patient-name", default="Imported^Image", help="PatientName as FAMILY^GIVEN")
+    p.add_argument("--study-description", default="", help="StudyDescription")
+    p.add_argument("--accession", default="", help="AccessionNumber (up to 16 characters)")
+    p.add_argument("--study-uid", help="StudyInstanceUID to add the pictures to (default: a new study)")
     p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("completion", help="print a shell completion script (bash)")
+    p.add_argument("shell", choices=["bash"], help="the shell (source the output, or copy it to bash_completion.d)")
+    p.set_defaults(func=cmd_completion)
     return parser
+
+
+def _user_error(exc: BaseException) -> str | None:
+    """The one line for an error caused by the user's input or environment; None for a bug."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    if isinstance(exc, DicomNodeError):
+        return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    if isinstance(exc, OperationalError | DBAPIError) and exc.connection_invalidated is False:
+        first = (str(exc.orig) if exc.orig is not None else str(exc)).strip().splitlines()
+        return f"database error: {first[0] if first else type(exc).__name__}"
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc}"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -357,13 +545,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             status = _pipeline_command(argv)
             if status is not None:
                 return status
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # named after the command it was given to, with that command's help
+            hint = f"(see `dicomnode {args.command} --help`)"
+            parser.exit(2, f"dicomnode {args.command}: error: unrecognized arguments: {' '.join(extra)} {hint}\n")
         return int(args.func(args))
-    except DicomNodeError as exc:
-        print(f"dicomnode: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        message = _user_error(exc)
+        if message is None:
+            raise
+        print(f"dicomnode: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -84,6 +84,14 @@ class DispatchSettings(_Strict):
     poll_seconds: float = Field(default=0.5, gt=0)
 
 
+class RetentionSettings(_Strict):
+    instances_max_age_days: float = Field(default=0.0, ge=0)  # 0: keep received instances
+    results_max_age_days: float = Field(default=0.0, ge=0)  # 0: keep results
+    min_free_gb: float = Field(default=0.0, ge=0)  # free-space low watermark; 0: off
+    min_free_percent: float = Field(default=0.0, ge=0, lt=100)
+    interval_seconds: float = Field(default=3600.0, ge=0)  # how often serve runs it; 0: never
+
+
 class DestinationSettings(_Strict):
     name: str
     ae_title: str
@@ -154,6 +162,7 @@ class Settings(_Strict):
     destinations: list[DestinationSettings] = []
     pipelines: PipelineSettings = PipelineSettings()
     priors: PriorSettings = PriorSettings()
+    retention: RetentionSettings = RetentionSettings()
     http: HttpSettings = HttpSettings()
     rules: list[Rule] = []
 

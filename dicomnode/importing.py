@@ -1,8 +1,9 @@
 """Importing plain pictures: PNG/JPEG radiographs wrapped as Secondary Capture, and folders of mixed input.
 
 Users of the hand pipeline often hold their radiographs as PNG or JPEG. ``dicomnode import``/``run`` wrap each
-as an 8-bit (or 16-bit for 16-bit grey PNG) MONOCHROME2 Secondary Capture Image Storage object, one series per
-picture, so that the rest of the node sees DICOM only.
+as a Secondary Capture Image Storage object, one series per picture, so that the rest of the node sees DICOM
+only: grey pictures (and colour files whose three channels are equal, as most exported radiographs are) as 8-bit
+or 16-bit MONOCHROME2, colour pictures as 8-bit RGB.
 """
 
 from __future__ import annotations
@@ -26,19 +27,25 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 
 
-def _grey_pixels(path: Path) -> npt.NDArray[np.uint8] | npt.NDArray[np.uint16]:
+def _pixels(path: Path) -> tuple[npt.NDArray[np.uint8] | npt.NDArray[np.uint16], str]:
+    """The picture's pixels and photometric interpretation (MONOCHROME2, or RGB with samples last)."""
     data = np.fromfile(path, dtype=np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
         raise PipelineInputError(f"cannot decode image file {path.name}")
-    if image.ndim == 3:
-        code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
-        image = cv2.cvtColor(image, code)
-    if image.dtype == np.uint16:
-        return np.ascontiguousarray(image, dtype=np.uint16)
-    if image.dtype != np.uint8:
+    if image.dtype not in (np.uint8, np.uint16):
         raise PipelineInputError(f"unsupported pixel type {image.dtype} in {path.name}")
-    return np.ascontiguousarray(image, dtype=np.uint8)
+    if image.ndim == 3:
+        bgr = image[:, :, :3]
+        if bool((bgr[:, :, 0] == bgr[:, :, 1]).all() and (bgr[:, :, 1] == bgr[:, :, 2]).all()):
+            image = bgr[:, :, 0]
+        else:
+            if image.dtype == np.uint16:  # Secondary Capture RGB is 8 bits a sample
+                bgr = (bgr // 257).astype(np.uint8)
+            return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8), "RGB"
+    if image.dtype == np.uint16:
+        return np.ascontiguousarray(image, dtype=np.uint16), "MONOCHROME2"
+    return np.ascontiguousarray(image, dtype=np.uint8), "MONOCHROME2"
 
 
 def wrap_image_as_secondary_capture(
@@ -48,9 +55,13 @@ def wrap_image_as_secondary_capture(
     patient_name: str = "Imported^Image",
     study_instance_uid: str | None = None,
     body_part: str | None = "HAND",
+    modality: str = "OT",
+    study_description: str = "",
+    accession_number: str = "",
+    series_number: int = 1,
 ) -> Dataset:
-    """A Secondary Capture dataset (with file meta) holding the picture at ``path`` as MONOCHROME2."""
-    pixels = _grey_pixels(path)
+    """A Secondary Capture dataset (with file meta) holding the picture at ``path`` (grey or RGB)."""
+    pixels, photometric = _pixels(path)
     now = dt.datetime.now()
     sop_instance_uid = generate_uid()
     meta = FileMetaDataset()
@@ -72,10 +83,12 @@ def wrap_image_as_secondary_capture(
     ds.StudyTime = now.strftime("%H%M%S")
     ds.ReferringPhysicianName = ""
     ds.StudyID = ""
-    ds.AccessionNumber = ""
-    ds.Modality = "OT"
+    ds.AccessionNumber = accession_number
+    if study_description:
+        ds.StudyDescription = study_description
+    ds.Modality = modality
     ds.SeriesInstanceUID = generate_uid()
-    ds.SeriesNumber = 1
+    ds.SeriesNumber = series_number
     ds.SeriesDescription = f"Imported {path.suffix.lstrip('.').upper()} {path.stem}"[:64]
     if body_part:
         ds.BodyPartExamined = body_part
@@ -88,8 +101,10 @@ def wrap_image_as_secondary_capture(
     ds.ContentTime = ds.StudyTime
     ds.ImageType = ["DERIVED", "SECONDARY"]
     ds.BurnedInAnnotation = "NO"
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.SamplesPerPixel = 3 if photometric == "RGB" else 1
+    ds.PhotometricInterpretation = photometric
+    if photometric == "RGB":
+        ds.PlanarConfiguration = 0  # R, G, B of a pixel together, as the array holds them
     ds.Rows, ds.Columns = int(pixels.shape[0]), int(pixels.shape[1])
     bits = 16 if pixels.dtype == np.uint16 else 8
     ds.BitsAllocated = bits

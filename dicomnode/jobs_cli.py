@@ -133,6 +133,27 @@ def status_command(settings: Settings) -> int:
                     )
                 )
                 print(f"  {d.name:<16} {d.ae_title}@{d.host}:{d.port} ({roles}) {health}")
+            if not settings.destinations:
+                print("  none configured: results stay in the data directory")
+        print("disk:")
+        print(f"  {_disk_line(settings)}")
     finally:
         db.dispose()
     return 0
+
+
+def _disk_line(settings: Settings) -> str:
+    """Free space where the store and results are, and the retention watermark it is held to."""
+    import shutil
+
+    data_dir = settings.node.data_dir.resolve()
+    try:
+        usage = shutil.disk_usage(data_dir)
+    except OSError as exc:
+        return f"{data_dir}: {exc.strerror}"
+    share = 100 * usage.free / usage.total
+    line = f"{data_dir}: {usage.free / 1e9:.1f} GB free of {usage.total / 1e9:.1f} GB ({share:.0f} %)"
+    r = settings.retention
+    if r.min_free_gb or r.min_free_percent:
+        line += f"; retention keeps at least {r.min_free_gb:g} GB / {r.min_free_percent:g} % free"
+    return line

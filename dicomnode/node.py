@@ -1,5 +1,9 @@
 """The whole node in one process: SCP, assembler/router, dispatcher, and supervised worker processes.
 
+The same parts run apart to scale out on a shared Postgres and store (see docs/deployment.md): ``dicomnode scp``
+(receive: SCP + assembler/router), ``dicomnode worker`` (supervised workers) and ``dicomnode dispatch`` (deliveries);
+``serve`` is all of them. Roles that share the database coordinate through leases and row locks only.
+
 Workers run as child processes so that a pipeline that crashes, leaks or hangs can be killed (job timeout)
 without touching the SCP; a killed worker's job goes back to the queue when its lease runs out.
 """
@@ -10,6 +14,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from dicomnode.assembly import assemble_once
@@ -20,6 +25,7 @@ from dicomnode.delivery import Dispatcher
 from dicomnode.errors import ConfigError
 from dicomnode.ingest import DatabaseSink
 from dicomnode.plugins.registry import Registry
+from dicomnode.retention import RetentionLoop, retention_configured
 from dicomnode.routing.rules import ALL_PIPELINES
 from dicomnode.runner.host import build_registry
 from dicomnode.runner.supervisor import WorkerSupervisor, write_child_settings
@@ -74,9 +80,16 @@ def check_rules(settings: Settings, registry: Registry) -> None:
             )
 
 
+RECEIVE, DISPATCH, WORK = "receive", "dispatch", "work"
+SERVE_ROLES = frozenset({RECEIVE, DISPATCH, WORK})
+
+
 class Node:
-    def __init__(self, settings: Settings) -> None:
+    """The parts ``roles`` names (all of them for ``serve``); retention runs with ``receive``."""
+
+    def __init__(self, settings: Settings, roles: frozenset[str] = SERVE_ROLES) -> None:
         self.settings = settings
+        self.roles = roles
         settings.node.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = open_database(settings)
         self.registry = build_registry(settings)
@@ -103,15 +116,20 @@ class Node:
             reset = repo.reset_quiet_timers(session)
         if reset:
             log.info("quiet_timers_reset series=%d: downtime is not quiet time", reset)
-        if self.settings.http.enabled:
-            self.http = self._http_server()  # binds its port first: a port in use stops the start here
-        self.scp.start()
-        settings_file = write_child_settings(self.settings, self.settings.node.data_dir / "run" / "settings.json")
-        bodies: list[tuple[str, object]] = [
-            ("assembler", _Assembler(self)),
-            ("dispatcher", Dispatcher(self.settings, self.db)),
-        ]
-        if self.settings.worker.processes > 0:
+        # The API and dashboard run with the receiving part (serve or scp), binding their port first: a port in
+        # use stops the start here, before anything listens or runs.
+        if self.settings.http.enabled and RECEIVE in self.roles:
+            self.http = self._http_server()
+        bodies: list[tuple[str, object]] = []
+        if RECEIVE in self.roles:
+            self.scp.start()
+            bodies.append(("assembler", _Assembler(self)))
+            if retention_configured(self.settings):
+                bodies.append(("retention", RetentionLoop(self.settings, self.db)))
+        if DISPATCH in self.roles:
+            bodies.append(("dispatcher", Dispatcher(self.settings, self.db)))
+        if WORK in self.roles and self.settings.worker.processes > 0:
+            settings_file = write_child_settings(self.settings, self.settings.node.data_dir / "run" / "settings.json")
             supervisor = WorkerSupervisor(self.settings, self.db, settings_file, self.settings.worker.processes)
             bodies.append(("workers", supervisor))
         for name, body in bodies:
@@ -122,7 +140,8 @@ class Node:
             self.http.start()
         active = ", ".join(sorted(self.registry.active())) or "none"
         log.info(
-            "node_started ae=%s port=%d pid=%d pipelines=%s",
+            "node_started roles=%s ae=%s port=%d pid=%d pipelines=%s",
+            ",".join(sorted(self.roles)),
             self.settings.node.ae_title,
             self.scp.port,
             os.getpid(),
@@ -154,8 +173,10 @@ class Node:
         self.db.dispose()
         log.info("node_stopped")
 
-    def serve_forever(self) -> None:
+    def serve_forever(self, on_started: Callable[[], None] | None = None) -> None:
         self.start()
+        if on_started is not None:
+            on_started()
         stopped = threading.Event()
 
         def _on_signal(signum: int, _frame: object) -> None:

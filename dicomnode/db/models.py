@@ -9,7 +9,19 @@ import datetime as dt
 import enum
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Dialect, Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -289,3 +301,21 @@ class DestinationState(Base):
     backoff_until: Mapped[dt.datetime | None] = mapped_column()
     last_error: Mapped[str | None] = mapped_column(Text)
     last_success_at: Mapped[dt.datetime | None] = mapped_column()
+
+
+class RetentionEvent(Base):
+    """A deletion by retention: what went (a series' received instances, or a job's results), why and how
+    much. Rows stay after their files are gone, so an administrator can see where an old study went."""
+
+    __tablename__ = "retention_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "instances" or "results"
+    reason: Mapped[str] = mapped_column(String(16))  # "age" or "free_space"
+    study_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    series_id: Mapped[int | None] = mapped_column(Integer)
+    job_id: Mapped[int | None] = mapped_column(Integer)
+    files: Mapped[int] = mapped_column(Integer, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    detail: Mapped[str] = mapped_column(Text, default="")

@@ -181,6 +181,13 @@ class Registry:
         registry = cls()
         for origin, source in sources:
             fallback_name = source.name if hasattr(source, "name") else str(source).rpartition(":")[2]
+            if hasattr(source, "load") and _switched_off(source.name, enabled_set, disabled_set):
+                # entry points are named after their pipeline: a disabled one is not even imported, so that a
+                # process that runs one pipeline does not pay for loading all the others
+                registry.entries[source.name] = PipelineEntry(
+                    source.name, origin, None, False, False, "disabled in the configuration (not loaded)"
+                )
+                continue
             try:
                 pipeline = _instantiate(source.load(), origin) if hasattr(source, "load") else load_reference(source)
             except Exception as exc:  # a broken plugin must not stop the node: list it with its reason
@@ -282,3 +289,7 @@ class Registry:
 
         visit(name)
         return order
+
+
+def _switched_off(name: str, enabled: set[str], disabled: set[str]) -> bool:
+    return name in disabled or ("*" not in enabled and name not in enabled)

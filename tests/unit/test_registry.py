@@ -188,3 +188,22 @@ def test_a_selector_asking_for_an_unknown_body_part_is_rejected_at_load() -> Non
 
     with pytest.raises(PluginError, match="selector"):
         validate_pipeline(Typo(), "test")
+
+
+def test_disabled_entry_points_are_listed_but_never_imported() -> None:
+    """A worker that runs one pipeline does not import the others (their models, torch, SimpleITK...)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from dicomnode.plugins.registry import Registry; "
+        "r = Registry.discover(enabled=['hand_xray'], disabled=['lung_longitudinal']); "
+        "print(sorted(m for m in ('pipelines.ct_fracture.pipeline', 'pipelines.cardiac_lv.pipeline', "
+        "'pipelines.lung_longitudinal.pipeline', 'pipelines.hand_xray.pipeline') if m in sys.modules)); "
+        "print(r.entries['ct_fracture'].enabled, r.entries['ct_fracture'].reason); "
+        "print(r.entries['hand_xray'].enabled, r.entries['hand_xray'].available)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[0] == "['pipelines.hand_xray.pipeline']"
+    assert out[1] == "False disabled in the configuration (not loaded)"
+    assert out[2] == "True True"
