@@ -56,10 +56,10 @@ class PipelineEntry:
     @property
     def status(self) -> str:
         """In one word: "not loaded", "disabled", "available" or "unavailable" (``reason`` says why)."""
+        if not self.enabled:  # checked first: a disabled entry point is listed without being imported
+            return "disabled"
         if self.pipeline is None:
             return "not loaded"
-        if not self.enabled:
-            return "disabled"
         return "available" if self.available else "unavailable"
 
 
