@@ -38,6 +38,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="data directory (store, database, outputs)")
     parser.add_argument("--database-url", help="sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log verbosity (stderr)")
+    parser.add_argument("--log-format", choices=["text", "json"], help="json: one object a line, ids as fields")
 
 
 def _add_serve_options(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +69,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         value = getattr(args, flag, None)
         if value is not None:
             node[key] = str(value) if isinstance(value, Path) else value
+    if getattr(args, "log_format", None):
+        node["log_format"] = args.log_format
     if node:
         overrides["node"] = node
     if getattr(args, "database_url", None):
@@ -97,11 +100,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from dicomnode.startup import startup_lines
 
     settings = settings_from_args(args)
-    configure_logging(settings.node.log_level)
+    configure_logging(settings.node.log_level, settings.node.log_format)
     node = Node(settings)
 
     def _announce() -> None:
         print("\n".join(startup_lines(settings, node.scp.port, node.registry.active())), flush=True)
+        if node.http is not None:
+            print(f"dashboard and HTTP API: http://{node.http.host}:{node.http.port}/ (API reference at /docs)")
 
     node.serve_forever(on_started=_announce)
     return 0
@@ -113,7 +118,7 @@ def cmd_scp(args: argparse.Namespace) -> int:
     from dicomnode.startup import startup_lines
 
     settings = settings_from_args(args)
-    configure_logging(settings.node.log_level)
+    configure_logging(settings.node.log_level, settings.node.log_format)
     node = Node(settings, roles=frozenset({RECEIVE}))
 
     def _announce() -> None:
@@ -130,7 +135,7 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     from dicomnode.startup import destination_lines
 
     settings = settings_from_args(args)
-    configure_logging(settings.node.log_level)
+    configure_logging(settings.node.log_level, settings.node.log_format)
     node = Node(settings, roles=frozenset({DISPATCH}))
 
     def _announce() -> None:
@@ -145,7 +150,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from dicomnode.node import run_worker_child, run_workers
 
     settings = settings_from_args(args)
-    configure_logging(settings.node.log_level)
+    configure_logging(settings.node.log_level, settings.node.log_format)
     if args.child:
         run_worker_child(settings)
     else:
@@ -201,13 +206,7 @@ def cmd_pipelines(args: argparse.Namespace) -> int:
     if not registry.entries:
         print("no pipelines installed")
     for name, entry in sorted(registry.entries.items()):
-        if entry.pipeline is None:
-            status = "not loaded"
-        elif not entry.enabled:
-            status = "disabled"
-        else:
-            status = "available" if entry.available else "unavailable"
-        print(f"{name:<22} {entry.version:<10} {status:<12} {entry.reason}")
+        print(f"{name:<22} {entry.version:<10} {entry.status:<12} {entry.reason}")
     return 0
 
 

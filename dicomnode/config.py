@@ -46,6 +46,7 @@ class NodeSettings(_Strict):
     max_pending_per_address: int = Field(default=8, ge=1)
     max_pending: int = Field(default=64, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"  # json: one object a line, the action and ids as fields
     # A second copy of a SOP instance already stored: keep the first (count and log it), or replace it and
     # re-open its series (re-analysed, re-forwarded) as Orthanc's and dcm4chee's "overwrite" policies do.
     duplicates: Literal["keep_first", "replace"] = "keep_first"
@@ -172,6 +173,27 @@ class PriorSettings(_Strict):
         return value
 
 
+class HttpToken(_Strict):
+    """An API token: its role and the SHA-256 (hex) of its value, so the file holds no usable secret."""
+
+    name: str
+    role: Literal["read", "admin"]
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class HttpSettings(_Strict):
+    """The HTTP API, metrics and dashboard (``dicomnode serve``). Loopback only unless ``host`` says otherwise."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # More tokens as "ROLE:TOKEN,ROLE:TOKEN" in $DICOMNODE_HTTP_TOKENS (roles: read, admin).
+    tokens: list[HttpToken] = []
+    metrics_public: bool = True  # /metrics without a token (it carries counts, never patient data)
+    # The study in the viewer, e.g. "http://localhost:3000/viewer?StudyInstanceUIDs={study_instance_uid}".
+    viewer_url: str = ""
+
+
 class Settings(_Strict):
     node: NodeSettings = NodeSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -182,6 +204,7 @@ class Settings(_Strict):
     pipelines: PipelineSettings = PipelineSettings()
     priors: PriorSettings = PriorSettings()
     retention: RetentionSettings = RetentionSettings()
+    http: HttpSettings = HttpSettings()
     rules: list[Rule] = []
 
     @model_validator(mode="before")

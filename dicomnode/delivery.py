@@ -104,7 +104,7 @@ class DestinationLane:
         self._record(claimed, outcomes, probe)
         with self.dispatcher.db.session() as session:
             for job in repo.settle_delivering_jobs(session, sorted({i.job_id for i in claimed})):
-                log.info("job_finished job=%d state=%s", job.id, job.state.value)
+                log.info("job_finished job=%d study=%d state=%s", job.id, job.study_id, job.state.value)
         return len(claimed)
 
     def _send(self, chunks: list[list[repo.ClaimedDelivery]]) -> list[SendOutcome]:
@@ -293,7 +293,7 @@ class Dispatcher:
     def _settle(self) -> None:
         with self.db.session() as session:
             for job in repo.settle_delivering_jobs(session):
-                log.info("job_finished job=%d state=%s", job.id, job.state.value)
+                log.info("job_finished job=%d study=%d state=%s", job.id, job.study_id, job.state.value)
 
     def _unknown_destination(self, name: str, exc: ConfigError) -> None:
         reason = f"destination {name!r} is no longer configured (removed or renamed): {exc}"

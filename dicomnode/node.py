@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from dicomnode.assembly import assemble_once
 from dicomnode.config import Settings
@@ -31,6 +32,9 @@ from dicomnode.runner.supervisor import WorkerSupervisor, write_child_settings
 from dicomnode.runner.worker import Worker
 from dicomnode.scp import ScpSettings, StorageSCP
 from dicomnode.store import InstanceStore
+
+if TYPE_CHECKING:
+    from dicomnode.http.server import HttpServer
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +109,17 @@ class Node:
         self.scp = StorageSCP(scp_settings, self.store, DatabaseSink(self.db, settings.stored_path))
         self.stop_event = threading.Event()
         self.threads: list[threading.Thread] = []
+        self.http: HttpServer | None = None
 
     def start(self) -> None:
         with self.db.session() as session:
             reset = repo.reset_quiet_timers(session)
         if reset:
             log.info("quiet_timers_reset series=%d: downtime is not quiet time", reset)
+        # The API and dashboard run with the receiving part (serve or scp), binding their port first: a port in
+        # use stops the start here, before anything listens or runs.
+        if self.settings.http.enabled and RECEIVE in self.roles:
+            self.http = self._http_server()
         bodies: list[tuple[str, object]] = []
         if RECEIVE in self.roles:
             self.scp.start()
@@ -127,6 +136,8 @@ class Node:
             thread = _Loop(name, body, self.stop_event)
             thread.start()
             self.threads.append(thread)
+        if self.http is not None:
+            self.http.start()
         active = ", ".join(sorted(self.registry.active())) or "none"
         log.info(
             "node_started roles=%s ae=%s port=%d pid=%d pipelines=%s",
@@ -137,8 +148,25 @@ class Node:
             active,
         )
 
+    # ---- the HTTP API and dashboard, and what they ask of the node (dicomnode.http.services.NodeProbe)
+    def _http_server(self) -> HttpServer:
+        from dicomnode.http.app import create_app
+        from dicomnode.http.server import HttpServer
+        from dicomnode.http.services import NodeServices
+
+        services = NodeServices(self.settings, self.db, self.registry, self.store, self.scp.sink, probe=self)
+        return HttpServer(create_app(services), self.settings.http.host, self.settings.http.port)
+
+    def scp_listening(self) -> bool:
+        return self.scp.listening
+
+    def loops_alive(self) -> dict[str, bool]:
+        return {thread.name: thread.is_alive() for thread in self.threads}
+
     def stop(self) -> None:
         self.stop_event.set()
+        if self.http is not None:
+            self.http.stop()
         self.scp.stop()
         for thread in self.threads:
             thread.join(timeout=15)

@@ -53,6 +53,15 @@ class PipelineEntry:
     def version(self) -> str:
         return self.pipeline.version if self.pipeline else "?"
 
+    @property
+    def status(self) -> str:
+        """In one word: "not loaded", "disabled", "available" or "unavailable" (``reason`` says why)."""
+        if not self.enabled:  # checked first: a disabled entry point is listed without being imported
+            return "disabled"
+        if self.pipeline is None:
+            return "not loaded"
+        return "available" if self.available else "unavailable"
+
 
 def _tuple_of(obj: Any, attribute: str, kind: type) -> str | None:
     value = getattr(obj, attribute, None)

@@ -127,6 +127,7 @@ class Worker:
             if job is None:
                 return False
             job_id, attempt = job.id, job.attempts
+            log.info("job_claimed job=%d study=%d pipeline=%s attempt=%d", job_id, job.study_id, job.pipeline, attempt)
         self.execute(job_id, attempt)
         return True
 

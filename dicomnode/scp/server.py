@@ -125,6 +125,12 @@ class StorageSCP:
             logger.info("scp.stopped ae_title=%s", self.settings.ae_title)
 
     @property
+    def listening(self) -> bool:
+        """Whether the server socket is open (for the node's readiness check)."""
+        server = self._server
+        return server is not None and server.socket is not None and server.socket.fileno() != -1
+
+    @property
     def pending_connections(self) -> int:
         """Connections accepted that have not yet sent a whole A-ASSOCIATE-RQ (the admission gate holds them)."""
         return 0 if self._server is None else self._server.pending_connections

@@ -21,7 +21,7 @@ def _documented_keys(text: str) -> set[str]:
         if header:
             section = header.group(1)
             continue
-        key = re.match(r"^([a-z_]+) = ", line)
+        key = re.match(r"^([a-z0-9_]+) = ", line)
         if key:
             keys.add(f"{section}.{key.group(1)}")
     return keys

@@ -1,0 +1,1 @@
+"""HTTP API, metrics and dashboard of a running node (``[http]`` in the configuration)."""
