@@ -480,7 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("destinations", help="list destinations with their state; pause or resume one")
     _add_config_options(p)
-    p.add_argument("action", choices=["list", "pause", "resume"], nargs="?", default="list")
+    p.add_argument(
+        "action", choices=["list", "pause", "resume"], nargs="?", default="list", help="what to do (default: list)"
+    )
     p.add_argument("name", nargs="?", help="the destination's name (pause, resume)")
     p.set_defaults(func=cmd_destinations)
 

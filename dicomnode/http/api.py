@@ -17,8 +17,9 @@ from dicomnode.addresses import Destination
 from dicomnode.db import repository as repo
 from dicomnode.db.models import DeliveryState, Instance, Job, JobState, Output, Series, Study
 from dicomnode.db.queries import LIVE_WORKER_SECONDS
+from dicomnode.dispatch.control import pause_destination, resume_destination
 from dicomnode.dispatch.echo import echo
-from dicomnode.errors import JobError
+from dicomnode.errors import ConfigError, JobError
 from dicomnode.http import actions, reads
 from dicomnode.http.auth import Authenticator, KnownToken, Role
 from dicomnode.http.quarantine import QuarantineError, delete, release
@@ -275,6 +276,26 @@ def delete_quarantined(svc: Svc, token: Admin, name: str) -> dict[str, Any]:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     log.info("http_quarantine_delete name=%s by=%s", name, token.name)
     return {"deleted": name}
+
+
+def _pause_or_resume(svc: NodeServices, token: KnownToken, name: str, paused: bool) -> dict[str, Any]:
+    with svc.db.session() as session:
+        try:
+            changed = (pause_destination if paused else resume_destination)(svc.settings, session, name)
+        except ConfigError as exc:
+            raise _not_found(f"destination {name!r}") from exc
+    log.info("http_destination_%s destination=%s by=%s", "pause" if paused else "resume", name, token.name)
+    return {"destination": name, "paused": paused, "changed": changed}
+
+
+@api.post("/destinations/{name}/pause", summary="hold a destination's deliveries until it is resumed")
+def pause(svc: Svc, token: Admin, name: str) -> dict[str, Any]:
+    return _pause_or_resume(svc, token, name, True)
+
+
+@api.post("/destinations/{name}/resume", summary="send to a paused destination again, at once")
+def resume(svc: Svc, token: Admin, name: str) -> dict[str, Any]:
+    return _pause_or_resume(svc, token, name, False)
 
 
 @probes.get("/metrics", summary="Prometheus metrics (text format)", response_class=PlainTextResponse)

@@ -315,8 +315,9 @@ def destinations(session: Session, settings: Settings, echo: dict[str, str] | No
                 "port": d.port,
                 "results": d.results,
                 "forward": d.forward,
-                # "open": sends are held back after failures until backoff_until (the circuit breaker).
-                "circuit": "open" if backing_off else "closed",
+                # the lane's circuit breaker: open after failures in a row, half_open while one probe is out
+                "circuit": state.circuit.value.lower() if state else "closed",
+                "paused": bool(state and state.paused),
                 "consecutive_failures": state.consecutive_failures if state else 0,
                 "backoff_until": _time(state.backoff_until) if backing_off and state else None,
                 "last_error": state.last_error if state else None,

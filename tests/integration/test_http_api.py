@@ -147,7 +147,9 @@ def test_study_series_instances_by_ids_and_uid(served: Served) -> None:
 
 def test_failed_job_shows_events_outputs_and_deliveries(served: Served) -> None:
     job = served.job()
-    assert job["pipeline"] == "test_spheres" and job["error"] == "3 deliveries failed permanently"
+    assert job["pipeline"] == "test_spheres" and job["error"].startswith(
+        "deliveries failed permanently: RESULTS: 3 failed"
+    )
     actions = [e["action"] for e in job["events"]]
     assert actions[0] == "enqueued" and "claimed" in actions and "processed" in actions and actions[-1] == "failed"
     assert {o["kind"] for o in job["outputs"]} == {"SR", "SEG", "SUMMARY"}
@@ -179,6 +181,21 @@ def test_retry_after_the_destination_answers_delivers(served: Served) -> None:
     assert steps["delivered"] is not None
     again = served.client.post(f"/api/jobs/{job_id}/retry", headers=ADMIN)
     assert again.status_code == 409 and "--rerun" in again.json()["detail"]
+
+
+def test_pause_and_resume_a_destination(served: Served) -> None:
+    assert served.client.post(f"/api/destinations/{DEST_AET}/pause", headers=READ).status_code == 403
+    paused = served.client.post(f"/api/destinations/{DEST_AET}/pause", headers=ADMIN)
+    assert paused.status_code == 200 and paused.json()["changed"] is True
+    (row,) = [d for d in served.get("/api/destinations") if d["name"] == DEST_AET]
+    assert row["paused"] is True
+    again = served.client.post(f"/api/destinations/{DEST_AET}/pause", headers=ADMIN)
+    assert again.json()["changed"] is False
+    resumed = served.client.post(f"/api/destinations/{DEST_AET}/resume", headers=ADMIN)
+    assert resumed.status_code == 200 and resumed.json()["changed"] is True
+    (row,) = [d for d in served.get("/api/destinations") if d["name"] == DEST_AET]
+    assert row["paused"] is False and row["circuit"] in ("closed", "open", "half_open")
+    assert served.client.post("/api/destinations/NOPE/pause", headers=ADMIN).status_code == 404
 
 
 def test_rerun_pipeline_on_study_is_a_new_version(served: Served) -> None:

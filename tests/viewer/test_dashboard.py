@@ -76,7 +76,7 @@ def test_study_failure_and_retry_in_the_browser(tmp_path: Path, page: Any) -> No
         _log_in(page, base, READ_TOKEN)
         failures = page.locator("#failures tbody tr")
         assert failures.count() == 1
-        assert "3 deliveries failed permanently" in failures.first.inner_text()
+        assert "deliveries failed permanently: RESULTS: 3 failed" in failures.first.inner_text()
         assert "test_spheres" in page.locator("#pipelines").inner_text()
         assert "RESULTS@127.0.0.1" in page.locator("#destinations").inner_text()
         assert PATIENT_ID in page.locator("#studies").inner_text()
