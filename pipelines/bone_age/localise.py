@@ -49,6 +49,8 @@ _PHYSIS_DEPTH = 0.45
 _BOX_WIDTHS = 2.1
 # a short bone's end is about half as wide as the digit's soft tissue there
 _BONE_OF_FINGER = 0.52
+# the narrowest a digit's width is taken to be, in palm radii (the largest inscribed circle's)
+_FINGER_WIDTH_FLOOR = 0.22
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,10 @@ def _trace(image: FloatImage, mask: Mask, digit: Digit, hand: Palm) -> _Ray | No
             if extent is None:
                 break
             width = extent[1] - extent[0]
-            if len(widths) > 8 and width > 1.9 * fw:
+            # the web: the width doubles. Against the same floor as the ray's width: near the tip the median
+            # is the rounded fingertip's, half the digit's, and the digit widening past the tip would
+            # pass for the web (on the distal phalanx; the ray then runs on off the bones)
+            if len(widths) > 8 and width > 1.9 * max(fw, _FINGER_WIDTH_FLOOR * hand.radius):
                 web = len(points) - 1
                 finger_length = float(np.linalg.norm(points[web] - points[0]))
                 limit = max(len(points) + int(1.2 * finger_length), int(2.2 * finger_length), int(1.15 * digit.reach))
@@ -173,7 +178,7 @@ def _trace(image: FloatImage, mask: Mask, digit: Digit, hand: Palm) -> _Ray | No
     if web is None or len(widths) < 8:
         return None
     # a floor: a trace along a finger's edge measures it too thin
-    return _Ray(np.asarray(points), max(float(np.median(widths)), 0.22 * hand.radius), web)
+    return _Ray(np.asarray(points), max(float(np.median(widths)), _FINGER_WIDTH_FLOOR * hand.radius), web)
 
 
 def _profile(image: FloatImage, ray: _Ray, band: float) -> npt.NDArray[np.float64]:

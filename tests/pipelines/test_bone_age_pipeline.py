@@ -254,6 +254,20 @@ def _scoords(items) -> list:
     return found
 
 
+def _scoords_by_group(items) -> dict[str, list]:
+    """The SCOORDs of each measurement group, by the group's tracking identifier."""
+    groups: dict[str, list] = {}
+    for item in items:
+        name = item.ConceptNameCodeSequence[0] if "ConceptNameCodeSequence" in item else None
+        if item.ValueType == "CONTAINER" and name is not None and name.CodeValue == "125007":  # Measurement Group
+            children = list(item.get("ContentSequence", []))
+            tracking = next(c.TextValue for c in children if c.ConceptNameCodeSequence[0].CodeValue == "112039")
+            groups[str(tracking)] = _scoords(children)
+        else:
+            groups.update(_scoords_by_group(item.get("ContentSequence", [])))
+    return groups
+
+
 def test_dicomnode_run_chained_after_hand_xray(tmp_path: Path, weights: dict[str, Path]) -> None:
     require_tool("dciodvfy")
     import highdicom as hd
@@ -272,14 +286,26 @@ def test_dicomnode_run_chained_after_hand_xray(tmp_path: Path, weights: dict[str
         assert _dciodvfy_errors(out / item["path"]) == [], item["kind"]
     sr_path = out / next(f["path"] for f in doc["files"] if f["kind"] == "SR")
     sr = hd.sr.srread(sr_path)
-    regions = _scoords(sr.ContentSequence)
-    assert len(regions) == 13
+    rows, cols = int(source.Rows), int(source.Columns)
+    by_group = _scoords_by_group(sr.ContentSequence)
+    assert len(_scoords(sr.ContentSequence)) == sum(len(found) for found in by_group.values())  # all in groups
+    # one region per bone, in the bone's group (tracking identifier "DP1 distal phalanx I (thumb)", ...)
+    bone_groups = {tracking: found for tracking, found in by_group.items() if tracking.split()[0] in BONE_KEYS}
+    assert sorted(tracking.split()[0] for tracking in bone_groups) == sorted(BONE_KEYS)
+    assert all(len(found) == 1 for found in bone_groups.values())
+    regions = [found[0] for found in bone_groups.values()]
+    # the other findings (scores, ages) have no region of their own: the encoder draws the outline of the
+    # image they were measured on so that viewers show them, the whole image's border, not a bone
+    border = [0.0, 0.0, cols, 0.0, cols, rows, 0.0, rows, 0.0, 0.0]
+    for tracking, found in by_group.items():
+        if tracking not in bone_groups:
+            assert all([float(v) for v in r.GraphicData] == border for r in found), tracking
     referenced = {r.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID for r in regions}
     assert referenced == {source.SOPInstanceUID}
-    rows, cols = int(source.Rows), int(source.Columns)
-    for region in regions:  # on the source image's grid
+    for region in regions:  # on the source image's grid, each a small part of it
         xs, ys = region.GraphicData[0::2], region.GraphicData[1::2]
         assert all(-20 <= x <= cols + 20 for x in xs) and all(-20 <= y <= rows + 20 for y in ys)
+        assert (max(xs) - min(xs)) * (max(ys) - min(ys)) < 0.1 * rows * cols
     names = {m["name"] for m in doc["measurements"]}
     assert {"TW3-RUS maturity score", "RUS-CHN (China-05) maturity score", "Chronological age at the study"} <= names
 
