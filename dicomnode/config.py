@@ -45,6 +45,9 @@ class NodeSettings(_Strict):
     association_request_timeout: float = Field(default=5.0, gt=0)
     max_pending_per_address: int = Field(default=8, ge=1)
     max_pending: int = Field(default=64, ge=1)
+    # What the C-STORE handlers may hold in memory at once (data sets stream to disk; headers count):
+    # a data set over it is answered 0xA700 (Out of Resources) and the sender retries.
+    receive_memory_budget_mb: int = Field(default=1024, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # A second copy of a SOP instance already stored: keep the first (count and log it), or replace it and
     # re-open its series (re-analysed, re-forwarded) as Orthanc's and dcm4chee's "overwrite" policies do.

@@ -87,6 +87,7 @@ class Node:
             association_request_timeout=settings.node.association_request_timeout,
             max_pending_per_address=settings.node.max_pending_per_address,
             max_pending=settings.node.max_pending,
+            receive_memory_budget=settings.node.receive_memory_budget_mb << 20,
             replace_duplicates=settings.node.duplicates == "replace",
         )
         self.scp = StorageSCP(scp_settings, self.store, DatabaseSink(self.db, settings.stored_path))

@@ -26,6 +26,7 @@ import time
 import weakref
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pynetdicom.association import Association
@@ -191,8 +192,9 @@ class GatedAssociationServer(ThreadedAssociationServer):
     # socketserver's default backlog of 5 drops the SYNs of a real sender behind a burst of connections.
     request_queue_size = 256
 
-    def __init__(self, *args: Any, gate: GateSettings, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, gate: GateSettings, spool_dir: Path | None = None, **kwargs: Any) -> None:
         self.gate = gate
+        self.spool_dir = spool_dir  # C-STORE data sets stream to files here (dicomnode.scp.spool)
         self._pending_connections = _PendingConnections(gate.max_pending_per_address, gate.max_pending)
         kwargs["request_handler"] = GatedRequestHandler
         super().__init__(*args, **kwargs)

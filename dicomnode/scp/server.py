@@ -14,6 +14,8 @@ from pynetdicom.events import Event
 
 from dicomnode import dimse as status
 from dicomnode.errors import ConfigError, ValidationError
+from dicomnode.scp import spool
+from dicomnode.scp.budget import MemoryBudget
 from dicomnode.scp.contexts import storage_scp_contexts
 from dicomnode.scp.gate import AcceptorWakeup, GatedAssociationServer, GateSettings
 from dicomnode.scp.handlers import InstanceSink, StoreHandler
@@ -40,6 +42,9 @@ class ScpSettings:
     dimse_timeout: float = 60
     network_timeout: float = 60
     max_pdu: int = 0  # 0: unlimited; peers then send PDUs as large as they like (fewer, faster reads)
+    # What the C-STORE handlers may hold in memory at once (headers; data sets stream to spool files); a
+    # data set that would exceed it is answered 0xA700 (Out of Resources), the sender retries.
+    receive_memory_budget: int = 1 << 30
     replace_duplicates: bool = False  # a second copy of a stored instance replaces it (else the first stays)
 
     def __post_init__(self) -> None:
@@ -55,6 +60,8 @@ class ScpSettings:
         for name in ("acse_timeout", "dimse_timeout", "network_timeout", "association_request_timeout"):
             if getattr(self, name) <= 0:
                 raise ValidationError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.receive_memory_budget < 1:
+            raise ValidationError(f"receive_memory_budget must be positive, got {self.receive_memory_budget}")
         if self.max_pdu < 0:
             raise ValidationError(f"max_pdu must be 0 (unlimited) or positive, got {self.max_pdu}")
 
@@ -66,7 +73,8 @@ class StorageSCP:
         self.settings = settings
         self.store = store
         self.sink = sink
-        self._handler = StoreHandler(store, sink, replace_duplicates=settings.replace_duplicates)
+        self.budget = MemoryBudget(settings.receive_memory_budget)
+        self._handler = StoreHandler(store, sink, replace_duplicates=settings.replace_duplicates, budget=self.budget)
         self._server: GatedAssociationServer | None = None
         self._wakeup = AcceptorWakeup(settings.acse_timeout)
         self._association_ids: dict[Association, str] = {}
@@ -105,9 +113,17 @@ class StorageSCP:
             max_pending_per_address=s.max_pending_per_address,
             max_pending=s.max_pending,
         )
+        spool.install()
         try:
+            self.store.spool_dir.mkdir(parents=True, exist_ok=True)
             # as AE.start_server(block=False) does, with the admission gate's server class
-            made = ae.make_server(address, evt_handlers=handlers, server_class=GatedAssociationServer, gate=gate)
+            made = ae.make_server(
+                address,
+                evt_handlers=handlers,
+                server_class=GatedAssociationServer,
+                gate=gate,
+                spool_dir=self.store.spool_dir,
+            )
             server = cast(GatedAssociationServer, made)
         except OSError as exc:
             raise ConfigError(f"scp: cannot listen on {address[0]}:{address[1]}: {exc.strerror or exc}") from exc
