@@ -23,8 +23,9 @@ from tests.support.node import node_settings
 pytestmark = pytest.mark.integration
 
 FLOOD = 100
+ECHOES = 5
 REQUEST_TIMEOUT_S = 1.0
-HANG_S = 3.0  # an echo slower than this is a hang, not a slow node (it takes milliseconds when idle)
+HANG_S = 10.0  # a hang detector, not a timing (an idle echo takes ~0.1 s; a flood on loaded cores, seconds)
 
 
 @contextlib.contextmanager
@@ -143,7 +144,7 @@ def test_an_allowed_peer_echoes_while_the_flood_reopens_what_the_node_drops(node
     assert flood.stdin is not None and flood.stdout is not None
     try:
         assert flood.stdout.readline().strip() == "ready"
-        results = [_echo(node.scp.port) for _ in range(10)]
+        results = [_echo(node.scp.port) for _ in range(ECHOES)]
         flood.stdin.close()
         opened = int(flood.stdout.readline())
     finally:
@@ -151,7 +152,7 @@ def test_an_allowed_peer_echoes_while_the_flood_reopens_what_the_node_drops(node
         flood.wait()
     print(
         f"echo while {opened} half-open sockets were opened: "
-        f"{sum(ok for ok, _ in results)}/10 ok, max {max(s for _, s in results) * 1000:.0f} ms"
+        f"{sum(ok for ok, _ in results)}/{ECHOES} ok, max {max(s for _, s in results) * 1000:.0f} ms"
     )
     assert all(ok for ok, _ in results)
     assert max(s for _, s in results) < HANG_S
