@@ -22,6 +22,7 @@ import contextlib
 import logging
 import select
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -55,6 +56,21 @@ class GateSettings:
     max_request_bytes: int = 256 * 1024  # the largest A-ASSOCIATE-RQ PDU accepted (body length)
 
 
+TLS_HANDSHAKE_RECORD = 0x16
+TLS_RECORD_HEADER_BYTES = 5
+_MAX_TLS_RECORD = 16384 + 2048  # RFC 8446 5.2: a record's ciphertext length never exceeds 2^14 + 256 (1.2: 2048)
+
+
+def check_tls_record_header(header: bytes, _max_body: int) -> tuple[int, str | None]:
+    """The TLS port's first record must be a handshake record (the ClientHello): its length, or why not."""
+    (length,) = struct.unpack(">H", header[3:5])
+    if header[0] != TLS_HANDSHAKE_RECORD or header[1] != 3:
+        return 0, "not a TLS handshake"
+    if not 0 < length <= _MAX_TLS_RECORD:
+        return 0, f"TLS record length {length} out of range"
+    return TLS_RECORD_HEADER_BYTES + length, None
+
+
 def check_request_header(header: bytes, max_body: int) -> tuple[int, str | None]:
     """The whole PDU's length, and why the PDU header is not a plausible A-ASSOCIATE-RQ (None if it is)."""
     (length,) = struct.unpack(">I", header[2:6])
@@ -71,7 +87,8 @@ class _Pending:
     client_address: Any
     address: str
     deadline: float
-    wanted: int = PDU_HEADER_BYTES  # bytes to wait for: the PDU header, then the whole PDU
+    wanted: int  # bytes to wait for: the first record's header, then the whole record
+    header_checked: bool = False
 
 
 @dataclass
@@ -107,9 +124,13 @@ class _Refusals:
 class AdmissionGate:
     """Holds accepted connections until their A-ASSOCIATE-RQ is whole, in one thread; hands them on then."""
 
-    def __init__(self, settings: GateSettings, admit: Callable[[socket.socket, Any], None]) -> None:
+    def __init__(self, settings: GateSettings, admit: Callable[[socket.socket, Any], None], *, tls: bool) -> None:
         self.settings = settings
         self._admit = admit
+        # Plain: the A-ASSOCIATE-RQ PDU. TLS: the ClientHello record (the request follows the handshake,
+        # which the request thread does with the same timeout).
+        self._header_bytes = TLS_RECORD_HEADER_BYTES if tls else PDU_HEADER_BYTES
+        self._check_header = check_tls_record_header if tls else check_request_header
         self._epoll = select.epoll()
         self._wake_read, self._wake_write = socket.socketpair()
         self._wake_read.setblocking(False)
@@ -170,7 +191,8 @@ class AdmissionGate:
             arrived, self._arrived = self._arrived, []
         for sock, client_address in arrived:
             address = str(client_address[0]) if isinstance(client_address, tuple) else str(client_address)
-            entry = _Pending(sock, client_address, address, time.monotonic() + self.settings.request_timeout)
+            deadline = time.monotonic() + self.settings.request_timeout
+            entry = _Pending(sock, client_address, address, deadline, self._header_bytes)
             try:
                 sock.setblocking(False)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, entry.wanted)
@@ -204,8 +226,9 @@ class AdmissionGate:
         if data == b"":
             self._close(entry, "closed_early")
             return
-        if data is not None and len(data) >= PDU_HEADER_BYTES and entry.wanted == PDU_HEADER_BYTES:
-            whole, reason = check_request_header(data, self.settings.max_request_bytes)
+        if data is not None and len(data) >= self._header_bytes and not entry.header_checked:
+            entry.header_checked = True
+            whole, reason = self._check_header(data, self.settings.max_request_bytes)
             if reason is not None:
                 self._close(entry, "bad_request")
                 logger.info("scp.connection_refused address=%s reason=%s", entry.address, reason)
@@ -309,12 +332,22 @@ class GatedAssociationServer(ThreadedAssociationServer):
     # socketserver's default backlog of 5 drops the SYNs of a real sender behind a burst of connections.
     request_queue_size = 256
 
-    def __init__(self, *args: Any, gate: GateSettings, spool_dir: Path | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        gate: GateSettings,
+        spool_dir: Path | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.gate_settings = gate
         self.spool_dir = spool_dir  # C-STORE data sets stream to files here (dicomnode.scp.spool)
+        # Not pynetdicom's ssl_context: it would do the handshake in the accept loop, where a client that
+        # never completes it blocks every other connection. The request thread does it (with a timeout).
+        self.tls_context = tls_context
         kwargs["request_handler"] = GatedRequestHandler
         super().__init__(*args, **kwargs)
-        self._gate = AdmissionGate(gate, super().process_request)
+        self._gate = AdmissionGate(gate, super().process_request, tls=tls_context is not None)
 
     @property
     def pending_connections(self) -> int:
@@ -327,6 +360,16 @@ class GatedAssociationServer(ThreadedAssociationServer):
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         with contextlib.suppress(OSError):
             request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # each response goes out at once
+        if self.tls_context is not None:
+            try:
+                request.settimeout(self.gate_settings.request_timeout)
+                request = self.tls_context.wrap_socket(request, server_side=True)
+                request.settimeout(None)
+            except (OSError, ssl.SSLError) as exc:
+                address = client_address[0] if isinstance(client_address, tuple) else client_address
+                logger.warning("scp.tls_handshake_failed address=%s reason=%s", address, exc)
+                self.shutdown_request(request)
+                return
         super().process_request_thread(request, client_address)
 
     def server_close(self) -> None:
