@@ -143,7 +143,8 @@ class StoreHandler:
                 "scp.sink_failed association_id=%s sop_instance_uid=%s", association_id, instance.sop_instance_uid
             )
             return status.OUT_OF_RESOURCES
-        logger.info(
+        # DEBUG: one line per instance costs the receive path; the audit line of the association counts them
+        logger.debug(
             "scp.instance_stored association_id=%s sop_instance_uid=%s series_instance_uid=%s size=%d",
             association_id,
             instance.sop_instance_uid,
