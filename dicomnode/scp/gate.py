@@ -182,6 +182,7 @@ class AdmissionGate:
         finally:
             for entry in list(self._pending.values()):
                 self._close(entry, "shutdown")
+            self._refusals.report(time.monotonic())  # what the last interval counted
             self._epoll.close()
             self._wake_read.close()
             self._wake_write.close()

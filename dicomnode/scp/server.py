@@ -150,8 +150,13 @@ class StorageSCP:
         spool.install()
         try:
             self.store.spool_dir.mkdir(parents=True, exist_ok=True)
+            stale = spool.remove_stale(self.store.spool_dir)
         except OSError as exc:
-            raise ConfigError(f"scp: cannot create {self.store.spool_dir}: {exc.strerror or exc}") from exc
+            raise ConfigError(f"scp: cannot use {self.store.spool_dir}: {exc.strerror or exc}") from exc
+        if stale:
+            logger.warning(
+                "scp.spool_orphans_removed count=%d (partial receives of a crash, never acknowledged)", stale
+            )
         tls = self.settings.tls
         tls_context = tls.context() if tls is not None else None
         self._server = self._serve(ae, self.settings.port, handlers, None)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -24,6 +25,9 @@ from typing import Any
 from pynetdicom import _config, dimse_messages
 
 SPOOL_PREFIX = ".incoming-"
+# A spool file untouched this long belongs to no receive in progress (each fragment writes to it, and a stalled
+# association ends at the network timeout): a crash left it. Nothing in the spool was ever acknowledged.
+STALE_AFTER_S = 600.0
 
 
 class SpoolFile:
@@ -90,6 +94,21 @@ def _temporary_file(*args: Any, **kwargs: Any) -> Any:
     if spool_dir is None:
         return tempfile.NamedTemporaryFile(*args, **kwargs)  # pynetdicom closes it
     return SpoolFile(spool_dir)
+
+
+def remove_stale(spool_dir: Path, older_than_s: float = STALE_AFTER_S) -> int:
+    """Delete spool files a crashed receive left behind; return how many. Files of receives in progress (of
+    this or another node sharing the store) are younger and stay."""
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for path in spool_dir.glob(f"{SPOOL_PREFIX}*"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue  # finished (renamed) meanwhile
+    return removed
 
 
 _install_lock = threading.Lock()

@@ -8,6 +8,7 @@ import hashlib
 import os
 import struct
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -176,3 +177,19 @@ def test_a_disk_that_fills_while_streaming_answers_out_of_resources(
     assert [i.sop_instance_uid for i in sink.instances] == [pydicom.dcmread(small).SOPInstanceUID]
     assert not any(scp.store.spool_dir.iterdir()), "the failed spool file was left behind"
     assert os.statvfs(tiny_disk).f_bfree > 0
+
+
+def test_spool_files_a_crash_left_are_removed_at_start(tmp_path: Path) -> None:
+    spool_dir = InstanceStore(tmp_path / "store").spool_dir
+    spool_dir.mkdir(parents=True)
+    orphan, in_flight = spool_dir / ".incoming-crashed.tmp", spool_dir / ".incoming-receiving.tmp"
+    for path in (orphan, in_flight):
+        path.write_bytes(b"\x00" * 100)
+    hour_ago = time.time() - 3600
+    os.utime(orphan, (hour_ago, hour_ago))
+    scp = StorageSCP(
+        ScpSettings(ae_title=AET, host="127.0.0.1", port=0), InstanceStore(tmp_path / "store"), RecordingSink()
+    )
+    scp.start()
+    scp.stop()
+    assert not orphan.exists() and in_flight.exists()
