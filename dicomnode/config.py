@@ -33,6 +33,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class TlsSettings(_Strict):
+    """[node.tls]: a second DICOM port over TLS. With ``ca``, clients must present a certificate it signed."""
+
+    port: int = Field(ge=0, le=65535)
+    cert: Path
+    key: Path
+    ca: Path | None = None
+
+
 class NodeSettings(_Strict):
     ae_title: str = "DICOMNODE"
     host: str = "0.0.0.0"
@@ -45,6 +54,12 @@ class NodeSettings(_Strict):
     association_request_timeout: float = Field(default=5.0, gt=0)
     max_pending_per_address: int = Field(default=8, ge=1)
     max_pending: int = Field(default=64, ge=1)
+    # What the C-STORE handlers may hold in memory at once (data sets stream to disk; headers count):
+    # a data set over it is answered 0xA700 (Out of Resources) and the sender retries.
+    receive_memory_budget_mb: int = Field(default=1024, ge=1)
+    check_called_ae: bool = False  # true: associations must call this node's ae_title (else any is accepted)
+    association_retention_days: float = Field(default=30.0, gt=0)  # ended associations' rows kept this long
+    tls: TlsSettings | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"  # json: one object a line, the action and ids as fields
     # A second copy of a SOP instance already stored: keep the first (count and log it), or replace it and

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import math
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+from sqlalchemy import delete
+
 from dicomnode.db import repository as repo
 from dicomnode.db.engine import Database
+from dicomnode.db.models import Association, utcnow
 from dicomnode.imaging.headers import number_of_frames
 from dicomnode.routing.facts import SeriesFacts
 from dicomnode.scp import ReceivedInstance
 
 log = logging.getLogger(__name__)
+
+_PRUNE_EVERY_S = 300.0
 
 
 def instance_record(instance: ReceivedInstance, stored_path: str) -> repo.InstanceRecord:
@@ -48,13 +57,40 @@ class DatabaseSink:
     """Implements dicomnode.scp.InstanceSink on top of the database. Errors propagate to the SCP handler,
     which answers Out of Resources (the bytes are already safely on disk)."""
 
-    def __init__(self, db: Database, stored_path: Callable[[Path], str] = str) -> None:
+    def __init__(
+        self,
+        db: Database,
+        stored_path: Callable[[Path], str] = str,
+        *,
+        association_retention: dt.timedelta | None = None,
+    ) -> None:
         self.db = db
         self.stored_path = stored_path
+        self.association_retention = association_retention
+        self._pruned_at = -math.inf
+        self._prune_lock = threading.Lock()
 
     def association_started(self, association_id: str, calling_ae: str, called_ae: str) -> None:
         with self.db.session() as session:
             repo.association_started(session, association_id, calling_ae, called_ae)
+        self._prune_associations()
+
+    def _prune_associations(self) -> None:
+        """Rows of associations that ended longer ago than the retention go (every echo adds one), checked
+        on association start at most every few minutes. Series keep their last association's id as text."""
+        if self.association_retention is None:
+            return
+        with self._prune_lock:
+            now = time.monotonic()
+            if now - self._pruned_at < _PRUNE_EVERY_S:
+                return
+            self._pruned_at = now
+        cutoff = utcnow() - self.association_retention
+        with self.db.session() as session:
+            result = session.execute(delete(Association).where(Association.ended_at < cutoff))
+        removed = int(getattr(result, "rowcount", 0) or 0)
+        if removed:
+            log.info("associations_pruned rows=%d ended_before=%s", removed, cutoff.isoformat(timespec="seconds"))
 
     def instance_received(self, instance: ReceivedInstance) -> None:
         record = instance_record(instance, self.stored_path(instance.path))

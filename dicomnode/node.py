@@ -10,6 +10,7 @@ without touching the SCP; a killed worker's job goes back to the queue when its 
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import signal
@@ -30,7 +31,7 @@ from dicomnode.routing.rules import ALL_PIPELINES
 from dicomnode.runner.host import build_registry
 from dicomnode.runner.supervisor import WorkerSupervisor, write_child_settings
 from dicomnode.runner.worker import Worker
-from dicomnode.scp import ScpSettings, StorageSCP
+from dicomnode.scp import ScpSettings, StorageSCP, TlsListener
 from dicomnode.store import InstanceStore
 
 if TYPE_CHECKING:
@@ -104,9 +105,14 @@ class Node:
             association_request_timeout=settings.node.association_request_timeout,
             max_pending_per_address=settings.node.max_pending_per_address,
             max_pending=settings.node.max_pending,
+            receive_memory_budget=settings.node.receive_memory_budget_mb << 20,
+            check_called_ae=settings.node.check_called_ae,
+            tls=TlsListener(**settings.node.tls.model_dump()) if settings.node.tls else None,
             replace_duplicates=settings.node.duplicates == "replace",
         )
-        self.scp = StorageSCP(scp_settings, self.store, DatabaseSink(self.db, settings.stored_path))
+        retention = dt.timedelta(days=settings.node.association_retention_days)
+        sink = DatabaseSink(self.db, settings.stored_path, association_retention=retention)
+        self.scp = StorageSCP(scp_settings, self.store, sink)
         self.stop_event = threading.Event()
         self.threads: list[threading.Thread] = []
         self.http: HttpServer | None = None

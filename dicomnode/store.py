@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from dicomnode.errors import StoreError, StoreFullError, ValidationError
@@ -21,6 +22,7 @@ from dicomnode.errors import StoreError, StoreFullError, ValidationError
 logger = logging.getLogger(__name__)
 
 QUARANTINE_DIR = "quarantine"
+SPOOL_DIR = "spool"  # received data sets being written (same file system: renamed into place when durable)
 MAX_UID_LENGTH = 64
 
 # Digits and dots, no empty component. PS3.5 9.1 also forbids leading zeros in a component, but real modalities
@@ -52,15 +54,17 @@ def _uid_fault(value: str) -> str:
     return "an empty component (a leading, trailing or doubled dot)"
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+def _fsync(path: Path) -> None:
+    """Flush a file's data, or a directory's entries, to disk (Linux: both through an O_RDONLY descriptor)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def _store_error(exc: OSError, what: str) -> StoreError:
+def store_error(exc: OSError, what: str) -> StoreError:
+    """The store's error for an OSError: StoreFullError when the disk (or quota) is full."""
     if exc.errno in _FULL_DISK_ERRNOS:
         return StoreFullError(f"no space left to {what}: {exc.strerror}")
     return StoreError(f"could not {what}: {exc}")
@@ -86,22 +90,53 @@ class InstanceStore:
             target.parent.mkdir(parents=True, exist_ok=True)
             self._replace_with(target, data)
         except OSError as exc:
-            raise _store_error(exc, f"store {sop_instance_uid}") from exc
+            raise store_error(exc, f"store {sop_instance_uid}") from exc
+        return target
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where the SCP streams data sets as they arrive, before :meth:`adopt` moves them into place."""
+        return self.root / SPOOL_DIR
+
+    def adopt(self, study_uid: str, series_uid: str, sop_instance_uid: str, source: Path) -> Path:
+        """Move a complete file (written under :attr:`spool_dir`) into the instance's place, durably: its data
+        is on disk before the rename, and the rename is on disk before this returns."""
+        target = self.path_for(study_uid, series_uid, sop_instance_uid)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _fsync(source)
+            os.replace(source, target)
+            _fsync(target.parent)
+        except OSError as exc:
+            raise store_error(exc, f"store {sop_instance_uid}") from exc
         return target
 
     def quarantine(self, data: bytes, reason: str, calling_ae: str) -> Path:
         """Keep bytes we could not accept under ``root/quarantine``, with a ``.txt`` that says why."""
+        return self._quarantine(reason, calling_ae, len(data), lambda target: self._replace_with(target, data))
+
+    def quarantine_file(self, source: Path, reason: str, calling_ae: str) -> Path:
+        """As :meth:`quarantine`, for a received file under :attr:`spool_dir` (moved, not copied)."""
+
+        def move(target: Path) -> None:
+            _fsync(source)
+            os.replace(source, target)
+            _fsync(target.parent)
+
+        return self._quarantine(reason, calling_ae, source.stat().st_size, move)
+
+    def _quarantine(self, reason: str, calling_ae: str, size: int, put: Callable[[Path], None]) -> Path:
         directory = self.root / QUARANTINE_DIR
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
         stem = f"{stamp}_{secrets.token_hex(6)}"
         target = directory / f"{stem}.dcm"
-        note = f"reason: {reason}\ncalling_ae: {calling_ae}\nreceived_at: {stamp}\nsize: {len(data)}\n"
+        note = f"reason: {reason}\ncalling_ae: {calling_ae}\nreceived_at: {stamp}\nsize: {size}\n"
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            self._replace_with(target, data)
+            put(target)
             self._replace_with(directory / f"{stem}.txt", note.encode("utf-8"))
         except OSError as exc:
-            raise _store_error(exc, "quarantine received bytes") from exc
+            raise store_error(exc, "quarantine received bytes") from exc
         return target
 
     @staticmethod
@@ -120,4 +155,4 @@ class InstanceStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(target.parent)
+        _fsync(target.parent)

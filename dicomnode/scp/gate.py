@@ -1,15 +1,17 @@
-"""The admission gate in front of pynetdicom: a connection occupies an association slot only once its
-A-ASSOCIATE-RQ has arrived whole.
+"""The admission gate in front of pynetdicom: a connection occupies an association slot (and a thread) only
+once its A-ASSOCIATE-RQ has arrived whole.
 
 pynetdicom counts every accepted TCP connection as an association from the moment it is accepted, and its
 acceptor waits up to the ACSE timeout for the request even after its DUL has closed a bad connection. Idle,
 half-sent or garbled connections therefore lock every real sender out ("Local Limit Exceeded"). The gate:
 
+- holds new connections in one event-driven thread (epoll, SO_RCVLOWAT: woken only when the bytes it waits
+  for are there), so a flood costs no thread per connection;
 - caps the connections that have not yet sent a complete request, per peer address and in all; a new
   connection over a cap evicts the *oldest* pending one (of that address, or of the address holding most), so
   a flood can never keep out a peer that sends its request at once, as every real sender does;
-- waits, in the connection's own thread, at most ``request_timeout`` for the whole A-ASSOCIATE-RQ PDU (peeked,
-  so pynetdicom still reads it) and checks its type and length, else closes the socket;
+- gives each connection at most ``request_timeout`` for the whole A-ASSOCIATE-RQ PDU (peeked, so pynetdicom
+  still reads it), checks its type and length, else closes the socket; only then does pynetdicom see it;
 - makes pynetdicom's acceptor give up at once when its DUL closed the connection before a request primitive
   arrived (see :class:`AcceptorWakeup`).
 """
@@ -20,12 +22,15 @@ import contextlib
 import logging
 import select
 import socket
+import ssl
 import struct
 import threading
 import time
 import weakref
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pynetdicom.association import Association
@@ -38,7 +43,9 @@ A_ASSOCIATE_RQ = 0x01
 PDU_HEADER_BYTES = 6
 # Protocol version, reserved, called and calling AE titles, reserved: PS3.8 9.3.2, before any item.
 MIN_ASSOCIATE_RQ_BODY = 68
-_SHORT_PEEK_PAUSE_S = 0.01
+_REPORT_EVERY_S = 10.0  # refusals are counted and reported at most this often (a flood must not flood the log)
+_READ_EVENTS = select.EPOLLIN | select.EPOLLRDHUP
+_CLOSED_EVENTS = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 
 
 @dataclass(frozen=True)
@@ -49,92 +56,227 @@ class GateSettings:
     max_request_bytes: int = 256 * 1024  # the largest A-ASSOCIATE-RQ PDU accepted (body length)
 
 
-def _peek(sock: socket.socket, count: int, deadline: float) -> bytes | None:
-    """The first ``count`` bytes waiting on ``sock`` without consuming them; None on timeout or close."""
-    fd = sock.fileno()
-    # SO_RCVLOWAT makes poll() wake only once ``count`` bytes are there (Linux grows the buffer to fit).
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, count)
-    try:
-        poller = select.poll()
-        poller.register(fd, select.POLLIN | select.POLLPRI)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            events = poller.poll(remaining * 1000)
-            if not events:
-                return None
-            try:
-                data = sock.recv(count, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                data = b"\x00"  # spurious wake-up: not closed, nothing yet
-            except OSError:
-                return None
-            if len(data) >= count:
-                return data
-            if not data or any(mask & (select.POLLHUP | select.POLLERR) for _, mask in events):
-                return None  # the peer (or an eviction) closed it before the request was whole
-            time.sleep(_SHORT_PEEK_PAUSE_S)
-    finally:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+TLS_HANDSHAKE_RECORD = 0x16
+TLS_RECORD_HEADER_BYTES = 5
+_MAX_TLS_RECORD = 16384 + 2048  # RFC 8446 5.2: a record's ciphertext length never exceeds 2^14 + 256 (1.2: 2048)
 
 
-def await_association_request(sock: socket.socket, timeout: float, max_body: int) -> str | None:
-    """Wait for a whole, plausible A-ASSOCIATE-RQ on ``sock``; None when it is there, else why not."""
-    deadline = time.monotonic() + timeout
-    header = _peek(sock, PDU_HEADER_BYTES, deadline)
-    if header is None:
-        return f"no PDU header within {timeout:g} s"
-    pdu_type = header[0]
+def check_tls_record_header(header: bytes, _max_body: int) -> tuple[int, str | None]:
+    """The TLS port's first record must be a handshake record (the ClientHello): its length, or why not."""
+    (length,) = struct.unpack(">H", header[3:5])
+    if header[0] != TLS_HANDSHAKE_RECORD or header[1] != 3:
+        return 0, "not a TLS handshake"
+    if not 0 < length <= _MAX_TLS_RECORD:
+        return 0, f"TLS record length {length} out of range"
+    return TLS_RECORD_HEADER_BYTES + length, None
+
+
+def check_request_header(header: bytes, max_body: int) -> tuple[int, str | None]:
+    """The whole PDU's length, and why the PDU header is not a plausible A-ASSOCIATE-RQ (None if it is)."""
     (length,) = struct.unpack(">I", header[2:6])
-    if pdu_type != A_ASSOCIATE_RQ:
-        return f"PDU type 0x{pdu_type:02x} is not an A-ASSOCIATE-RQ"
+    if header[0] != A_ASSOCIATE_RQ:
+        return 0, f"PDU type 0x{header[0]:02x} is not an A-ASSOCIATE-RQ"
     if not MIN_ASSOCIATE_RQ_BODY <= length <= max_body:
-        return f"A-ASSOCIATE-RQ length {length} outside {MIN_ASSOCIATE_RQ_BODY}-{max_body}"
-    if _peek(sock, PDU_HEADER_BYTES + length, deadline) is None:
-        return f"A-ASSOCIATE-RQ of {length} bytes not whole within {timeout:g} s"
-    return None
+        return 0, f"A-ASSOCIATE-RQ length {length} outside {MIN_ASSOCIATE_RQ_BODY}-{max_body}"
+    return PDU_HEADER_BYTES + length, None
 
 
-class _PendingConnections:
-    """Connections accepted whose request is not yet whole, oldest first, with eviction over the caps."""
+@dataclass
+class _Pending:
+    sock: socket.socket
+    client_address: Any
+    address: str
+    deadline: float
+    wanted: int  # bytes to wait for: the first record's header, then the whole record
+    header_checked: bool = False
 
-    def __init__(self, per_address: int, total: int) -> None:
-        self.per_address = per_address
-        self.total = total
+
+@dataclass
+class _Refusals:
+    """Counts of connections closed by the gate, reported in one log line at most every few seconds."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    addresses: Counter[str] = field(default_factory=Counter)
+    reported_at: float = field(default_factory=time.monotonic)
+
+    def add(self, kind: str, address: str) -> None:
+        self.counts[kind] += 1
+        self.addresses[address] += 1
+        now = time.monotonic()
+        if now - self.reported_at >= _REPORT_EVERY_S:
+            self.report(now)
+
+    def report(self, now: float) -> None:
+        if self.counts:
+            busiest, count = self.addresses.most_common(1)[0]
+            logger.warning(
+                "scp.connections_refused %s busiest_address=%s (%d) in the last %.0f s",
+                " ".join(f"{kind}={n}" for kind, n in sorted(self.counts.items())),
+                busiest,
+                count,
+                now - self.reported_at,
+            )
+        self.counts.clear()
+        self.addresses.clear()
+        self.reported_at = now
+
+
+class AdmissionGate:
+    """Holds accepted connections until their A-ASSOCIATE-RQ is whole, in one thread; hands them on then."""
+
+    def __init__(self, settings: GateSettings, admit: Callable[[socket.socket, Any], None], *, tls: bool) -> None:
+        self.settings = settings
+        self._admit = admit
+        # Plain: the A-ASSOCIATE-RQ PDU. TLS: the ClientHello record (the request follows the handshake,
+        # which the request thread does with the same timeout).
+        self._header_bytes = TLS_RECORD_HEADER_BYTES if tls else PDU_HEADER_BYTES
+        self._check_header = check_tls_record_header if tls else check_request_header
+        self._epoll = select.epoll()
+        self._wake_read, self._wake_write = socket.socketpair()
+        self._wake_read.setblocking(False)
+        self._epoll.register(self._wake_read.fileno(), select.EPOLLIN)
         self._lock = threading.Lock()
-        self._pending: dict[socket.socket, str] = {}  # insertion order: oldest first
+        self._arrived: list[tuple[socket.socket, Any]] = []
+        self._pending: dict[int, _Pending] = {}  # by fd, oldest first; only the gate thread touches it
+        self._stopping = False
+        self._refusals = _Refusals()
+        self._thread = threading.Thread(target=self._run, name="scp-admission-gate", daemon=True)
+        self._thread.start()
 
-    def admit(self, sock: socket.socket, address: str) -> list[tuple[socket.socket, str]]:
-        """Register ``sock``; return the pending connections it evicts (to be shut down by the caller)."""
-        evicted: list[tuple[socket.socket, str]] = []
+    def add(self, sock: socket.socket, client_address: Any) -> None:
+        """Called by the accept loop for each new connection."""
         with self._lock:
-            self._pending[sock] = address
-            while sum(1 for a in self._pending.values() if a == address) > self.per_address:
-                evicted.append(self._pop_oldest(address))
-            while len(self._pending) > self.total:
-                busiest = Counter(self._pending.values()).most_common(1)[0][0]
-                evicted.append(self._pop_oldest(busiest))
-        return evicted
+            self._arrived.append((sock, client_address))
+        self._wake()
 
-    def _pop_oldest(self, address: str) -> tuple[socket.socket, str]:
-        oldest = next(s for s, a in self._pending.items() if a == address)
-        del self._pending[oldest]
-        return oldest, address
-
-    def is_pending(self, sock: socket.socket) -> bool:
+    @property
+    def pending(self) -> int:
         with self._lock:
-            return sock in self._pending
+            return len(self._pending) + len(self._arrived)
 
-    def release(self, sock: socket.socket) -> bool:
-        """Forget ``sock``; False when it had been evicted meanwhile."""
-        with self._lock:
-            return self._pending.pop(sock, None) is not None
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake()
+        self._thread.join(timeout=5)
 
-    def __len__(self) -> int:
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_write.send(b"\0")
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping:
+                oldest = next(iter(self._pending.values()), None)
+                timeout = 1.0 if oldest is None else max(0.0, oldest.deadline - time.monotonic())
+                for fd, events in self._epoll.poll(timeout):
+                    if fd == self._wake_read.fileno():
+                        with contextlib.suppress(BlockingIOError):
+                            self._wake_read.recv(4096)
+                        self._take_arrived()
+                    elif fd in self._pending:
+                        self._check(self._pending[fd], events)
+                self._expire()
+        except Exception:  # the gate must not die silently: every later connection would hang
+            logger.exception("scp.admission_gate_failed")
+            raise
+        finally:
+            for entry in list(self._pending.values()):
+                self._close(entry, "shutdown")
+            self._refusals.report(time.monotonic())  # what the last interval counted
+            self._epoll.close()
+            self._wake_read.close()
+            self._wake_write.close()
+
+    def _take_arrived(self) -> None:
         with self._lock:
-            return len(self._pending)
+            arrived, self._arrived = self._arrived, []
+        for sock, client_address in arrived:
+            address = str(client_address[0]) if isinstance(client_address, tuple) else str(client_address)
+            deadline = time.monotonic() + self.settings.request_timeout
+            entry = _Pending(sock, client_address, address, deadline, self._header_bytes)
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, entry.wanted)
+                self._epoll.register(sock.fileno(), _READ_EVENTS)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    sock.close()
+                continue
+            with self._lock:
+                self._pending[sock.fileno()] = entry
+            self._evict_over_caps(address)
+            if sock.fileno() in self._pending:
+                self._check(entry, 0)  # the request may already be there
+
+    def _evict_over_caps(self, address: str) -> None:
+        same = [e for e in self._pending.values() if e.address == address]
+        for entry in same[: max(0, len(same) - self.settings.max_pending_per_address)]:
+            self._close(entry, "evicted")
+        while len(self._pending) > self.settings.max_pending:
+            busiest = Counter(e.address for e in self._pending.values()).most_common(1)[0][0]
+            self._close(next(e for e in self._pending.values() if e.address == busiest), "evicted")
+
+    def _check(self, entry: _Pending, events: int) -> None:
+        try:
+            data = entry.sock.recv(entry.wanted, socket.MSG_PEEK)
+        except BlockingIOError:
+            data = None
+        except OSError:
+            self._close(entry, "reset")
+            return
+        if data == b"":
+            self._close(entry, "closed_early")
+            return
+        if data is not None and len(data) >= self._header_bytes and not entry.header_checked:
+            entry.header_checked = True
+            whole, reason = self._check_header(data, self.settings.max_request_bytes)
+            if reason is not None:
+                self._close(entry, "bad_request")
+                logger.info("scp.connection_refused address=%s reason=%s", entry.address, reason)
+                return
+            entry.wanted = whole
+            entry.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, whole)
+            try:
+                data = entry.sock.recv(whole, socket.MSG_PEEK)  # usually all there already
+            except BlockingIOError:
+                data = None
+        if data is not None and len(data) >= entry.wanted:
+            self._hand_on(entry)
+        elif events & _CLOSED_EVENTS:
+            self._close(entry, "closed_early")
+
+    def _hand_on(self, entry: _Pending) -> None:
+        self._forget(entry)
+        try:
+            entry.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+            entry.sock.setblocking(True)
+            self._admit(entry.sock, entry.client_address)
+        except Exception:
+            logger.exception("scp.connection_hand_on_failed address=%s", entry.address)
+            with contextlib.suppress(OSError):
+                entry.sock.close()
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for entry in list(self._pending.values()):
+            if entry.deadline > now:
+                break  # oldest first: the rest are younger
+            self._close(entry, "timed_out")
+
+    def _forget(self, entry: _Pending) -> None:
+        with self._lock:
+            self._pending.pop(entry.sock.fileno(), None)
+        with contextlib.suppress(OSError, ValueError):
+            self._epoll.unregister(entry.sock.fileno())
+
+    def _close(self, entry: _Pending, kind: str) -> None:
+        self._forget(entry)
+        with contextlib.suppress(OSError):
+            entry.sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            entry.sock.close()
+        if kind != "shutdown":
+            self._refusals.add(kind, entry.address)
 
 
 class AcceptorWakeup:
@@ -179,53 +321,58 @@ class GatedRequestHandler(RequestHandler):
 
     def _create_association(self) -> Association:
         assoc = super()._create_association()
-        assoc.acse_timeout = self.server.gate.request_timeout
+        assoc.acse_timeout = self.server.gate_settings.request_timeout
         return assoc
 
 
 class GatedAssociationServer(ThreadedAssociationServer):
     """pynetdicom's threaded server with the admission gate in front of it."""
 
-    # Request threads must not keep the process alive (a flood of idle sockets at shutdown).
+    # Request threads must not keep the process alive.
     daemon_threads = True
     # socketserver's default backlog of 5 drops the SYNs of a real sender behind a burst of connections.
     request_queue_size = 256
 
-    def __init__(self, *args: Any, gate: GateSettings, **kwargs: Any) -> None:
-        self.gate = gate
-        self._pending_connections = _PendingConnections(gate.max_pending_per_address, gate.max_pending)
+    def __init__(
+        self,
+        *args: Any,
+        gate: GateSettings,
+        spool_dir: Path | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.gate_settings = gate
+        self.spool_dir = spool_dir  # C-STORE data sets stream to files here (dicomnode.scp.spool)
+        # Not pynetdicom's ssl_context: it would do the handshake in the accept loop, where a client that
+        # never completes it blocks every other connection. The request thread does it (with a timeout).
+        self.tls_context = tls_context
         kwargs["request_handler"] = GatedRequestHandler
         super().__init__(*args, **kwargs)
+        self._gate = AdmissionGate(gate, super().process_request, tls=tls_context is not None)
 
     @property
     def pending_connections(self) -> int:
         """Connections accepted that have not (yet) sent a whole A-ASSOCIATE-RQ."""
-        return len(self._pending_connections)
+        return self._gate.pending
 
-    def verify_request(self, request: Any, client_address: Any) -> bool:
-        address = str(client_address[0]) if isinstance(client_address, tuple) else str(client_address)
-        for victim, victim_address in self._pending_connections.admit(request, address):
-            logger.warning(
-                "scp.connection_evicted address=%s reason=too many connections without a request", victim_address
-            )
-            with contextlib.suppress(OSError):
-                victim.shutdown(socket.SHUT_RDWR)  # wakes its thread, which closes it
-        return True
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self._gate.add(request, client_address)  # the gate starts the request thread once the request is whole
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
-        sock: socket.socket = request
-        address = client_address[0] if isinstance(client_address, tuple) else client_address
-        try:
-            reason = await_association_request(sock, self.gate.request_timeout, self.gate.max_request_bytes)
-        except OSError as exc:
-            reason = f"socket error: {exc}"
-        finally:
-            still_pending = self._pending_connections.release(sock)
-        if reason is None and not still_pending:
-            reason = "evicted"
-        if reason is not None:
-            logger.info("scp.connection_refused address=%s reason=%s", address, reason)
-            self.shutdown_request(sock)
-            return
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # each C-STORE-RSP goes out at once
+        with contextlib.suppress(OSError):
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # each response goes out at once
+        if self.tls_context is not None:
+            try:
+                request.settimeout(self.gate_settings.request_timeout)
+                request = self.tls_context.wrap_socket(request, server_side=True)
+                request.settimeout(None)
+            except (OSError, ssl.SSLError) as exc:
+                address = client_address[0] if isinstance(client_address, tuple) else client_address
+                logger.warning("scp.tls_handshake_failed address=%s reason=%s", address, exc)
+                self.shutdown_request(request)
+                return
         super().process_request_thread(request, client_address)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._gate.stop()

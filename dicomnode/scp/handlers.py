@@ -7,26 +7,24 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
 from typing import Protocol, cast
 
-from pydicom import Dataset, dcmread
-from pydicom.dataelem import RawDataElement
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom import Dataset
+from pydicom.uid import UID
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 
 from dicomnode import dimse as status
 from dicomnode.errors import StoreError, StoreFullError, ValidationError
-from dicomnode.store import InstanceStore
+from dicomnode.scp.budget import MemoryBudget
+from dicomnode.scp.parse import parse_header, read_spooled_header, scan_spooled
+from dicomnode.scp.spool import SpoolFile
+from dicomnode.store import InstanceStore, store_error
+
+__all__ = ["InstanceSink", "ReceivedInstance", "StoreHandler", "parse_header"]
 
 logger = logging.getLogger(__name__)
-
-_REQUIRED_UIDS = ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
-_FIRST_PIXEL_TAG = 0x7FE00008  # FloatPixelData; pydicom's stop_before_pixels stops at the first of the three
-_UNDEFINED_LENGTH = 0xFFFFFFFF
-_SEQUENCE_DELIMITER = {True: b"\xfe\xff\xdd\xe0\x00\x00\x00\x00", False: b"\xff\xfe\xe0\xdd\x00\x00\x00\x00"}
 
 
 @dataclass(frozen=True)
@@ -57,45 +55,21 @@ class InstanceSink(Protocol):
     def association_ended(self, association_id: str) -> None: ...
 
 
-def _check_complete(ds: Dataset, file_bytes: bytes, little_endian: bool, deflated: bool) -> None:
-    """pydicom reads truncated streams silently; a last element shorter than its declared length betrays them."""
-    tags = list(ds.keys())
-    if not tags:
-        raise ValidationError("the data set holds no elements")
-    last = ds.get_item(tags[-1])
-    if not isinstance(last, RawDataElement):
-        return
-    if last.length == _UNDEFINED_LENGTH:
-        if not deflated and not file_bytes.endswith(_SEQUENCE_DELIMITER[little_endian]):
-            raise ValidationError(f"truncated: {last.tag} of undefined length has no sequence delimiter")
-    elif last.value is not None and len(last.value) < last.length:
-        raise ValidationError(f"truncated: {last.tag} declares {last.length} bytes, {len(last.value)} received")
-
-
-def parse_header(file_bytes: bytes, little_endian: bool, deflated: bool) -> Dataset:
-    """Parse what was received; return the data set without pixel data. Raises ValidationError with the reason."""
-    try:
-        ds = dcmread(BytesIO(file_bytes), force=True)
-        _check_complete(ds, file_bytes, little_endian, deflated)
-        header = ds[:_FIRST_PIXEL_TAG]
-        header.file_meta = ds.file_meta
-        missing = [kw for kw in _REQUIRED_UIDS if not str(header.get(kw, "") or "").strip()]
-    except ValidationError:
-        raise
-    except Exception as exc:  # pydicom raises many kinds on malformed bytes; all mean "cannot understand"
-        raise ValidationError(f"cannot parse the data set: {type(exc).__name__}: {exc}") from exc
-    if missing:
-        raise ValidationError(f"missing {', '.join(missing)}")
-    return header
-
-
 class StoreHandler:
     """The C-STORE handler and the association notifications, bound to one store and one sink."""
 
-    def __init__(self, store: InstanceStore, sink: InstanceSink, *, replace_duplicates: bool = False) -> None:
+    def __init__(
+        self,
+        store: InstanceStore,
+        sink: InstanceSink,
+        *,
+        replace_duplicates: bool = False,
+        budget: MemoryBudget | None = None,
+    ) -> None:
         self.store = store
         self.sink = sink
         self.replace_duplicates = replace_duplicates
+        self.budget = budget or MemoryBudget(1 << 62)
 
     def handle_store(self, event: Event, association_id: str) -> int:
         """pynetdicom EVT_C_STORE handler: returns a DIMSE status, never raises."""
@@ -106,23 +80,38 @@ class StoreHandler:
             logger.exception("scp.store_failed association_id=%s calling_ae=%s", association_id, calling_ae)
             return status.OUT_OF_RESOURCES
 
+    def _spooled(self, event: Event) -> Path:
+        """The received data set as a complete file under the store's spool directory."""
+        request = cast(C_STORE, event.request)
+        spool = getattr(request, "_dataset_file", None)
+        if not isinstance(spool, SpoolFile):  # pynetdicom held it in memory (an SCP without spooling)
+            spool = SpoolFile(self.store.spool_dir)
+            spool.write(event.encoded_dataset(include_meta=True))
+        spool.close()  # pynetdicom closes it again after this handler, and unlinks what is still there
+        if spool.error is not None:
+            raise store_error(spool.error, "spool the received data set")
+        return Path(spool.name)
+
     def _store(self, event: Event, association_id: str, calling_ae: str) -> int:
-        file_bytes = event.encoded_dataset(include_meta=True)
         tsyntax = event.context.transfer_syntax
         try:
-            header = parse_header(file_bytes, tsyntax.is_little_endian, tsyntax == DeflatedExplicitVRLittleEndian)
+            spooled = self._spooled(event)
+            size = spooled.stat().st_size
+            header = self._header(spooled, tsyntax, association_id)
+            if header is None:
+                return status.OUT_OF_RESOURCES
             uids = (str(header.StudyInstanceUID), str(header.SeriesInstanceUID), str(header.SOPInstanceUID))
             path = self.store.path_for(*uids)
             existed = path.is_file()
             if not existed or self.replace_duplicates:
                 # keep_first: the stored copy stays as it is (the PACS and we hold the same bytes)
-                path = self.store.write_atomic(*uids, file_bytes)
+                path = self.store.adopt(*uids, spooled)
         except ValidationError as exc:
-            return self._reject(file_bytes, str(exc), calling_ae, association_id)
+            return self._reject(spooled, str(exc), calling_ae, association_id)
         except StoreFullError:
             logger.error("scp.store_full association_id=%s", association_id)
             return status.OUT_OF_RESOURCES
-        except StoreError:
+        except (StoreError, OSError):
             logger.exception("scp.store_error association_id=%s", association_id)
             return status.OUT_OF_RESOURCES
         request = cast(C_STORE, event.request)
@@ -140,7 +129,7 @@ class StoreHandler:
             study_instance_uid=str(header.StudyInstanceUID),
             transfer_syntax_uid=str(tsyntax),
             path=path,
-            size=len(file_bytes),
+            size=size,
             calling_ae=calling_ae,
             called_ae=str(event.assoc.acceptor.ae_title).strip(),
             association_id=association_id,
@@ -154,7 +143,8 @@ class StoreHandler:
                 "scp.sink_failed association_id=%s sop_instance_uid=%s", association_id, instance.sop_instance_uid
             )
             return status.OUT_OF_RESOURCES
-        logger.info(
+        # DEBUG: one line per instance costs the receive path; the audit line of the association counts them
+        logger.debug(
             "scp.instance_stored association_id=%s sop_instance_uid=%s series_instance_uid=%s size=%d",
             association_id,
             instance.sop_instance_uid,
@@ -163,9 +153,27 @@ class StoreHandler:
         )
         return status.SUCCESS
 
-    def _reject(self, file_bytes: bytes, reason: str, calling_ae: str, association_id: str) -> int:
+    def _header(self, spooled: Path, tsyntax: str, association_id: str) -> Dataset | None:
+        """The header of a spooled file, checked whole; None when parsing it would exceed the memory budget."""
+        syntax = UID(tsyntax)
+        in_memory = scan_spooled(spooled, syntax)
+        if not self.budget.try_reserve(in_memory):
+            logger.warning(
+                "scp.memory_budget_exceeded association_id=%s needed=%d in_use=%d limit=%d",
+                association_id,
+                in_memory,
+                self.budget.in_use,
+                self.budget.limit_bytes,
+            )
+            return None
         try:
-            kept = self.store.quarantine(file_bytes, reason, calling_ae)
+            return read_spooled_header(spooled, syntax)
+        finally:
+            self.budget.release(in_memory)
+
+    def _reject(self, spooled: Path, reason: str, calling_ae: str, association_id: str) -> int:
+        try:
+            kept = self.store.quarantine_file(spooled, reason, calling_ae)
         except StoreError:
             logger.exception("scp.quarantine_failed association_id=%s reason=%s", association_id, reason)
             return status.OUT_OF_RESOURCES

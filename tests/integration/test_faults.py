@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pydicom.filereader import read_file_meta_info
+from pydicom.uid import ExplicitVRLittleEndian
 from sqlalchemy import func, select
 
 from dicomnode import dimse
@@ -26,6 +27,7 @@ from dicomnode.db.models import Instance
 from dicomnode.dispatch import StoreSCU
 from dicomnode.node import Node
 from dicomnode.scp.handlers import parse_header
+from dicomnode.scp.parse import read_spooled_header, scan_spooled
 from dicomnode.testing.synthetic import write_ct_series
 from tests.conftest import DCMTK, require_tool, shared_data
 from tests.support.net import storescu
@@ -124,6 +126,40 @@ def test_mutated_headers_never_escape_the_parser() -> None:
             outcomes["rejected"] += 1
     print(f"parser fuzz: {dict(outcomes)}")
     assert sum(outcomes.values()) == FUZZ_CASES * 10
+
+
+def test_mutated_files_never_escape_the_spooled_parser(tmp_path: Path) -> None:
+    """The same for what the SCP runs on a spooled C-STORE: the element walk that proves the data set whole,
+    then the header read."""
+    from dicomnode.errors import ValidationError
+
+    corpus, _ = _corpus()
+    rng = random.Random(13)
+    outcomes: Counter[str] = Counter()
+    sources = [p.read_bytes() for p in rng.sample(corpus, min(40, len(corpus)))]
+    spooled = tmp_path / "spooled.dcm"
+    for _ in range(FUZZ_CASES * 5):
+        data = bytearray(rng.choice(sources))
+        for _ in range(rng.randint(1, 8)):
+            position = rng.randrange(132, min(len(data), 4096)) if len(data) > 140 else 0
+            kind = rng.random()
+            if kind < 0.6:
+                data[position] = rng.randrange(256)
+            elif kind < 0.8:
+                del data[position : position + rng.randint(1, 64)]
+            else:
+                data[position:position] = data[position : position + rng.randint(1, 64)]
+        if rng.random() < 0.3:
+            del data[rng.randrange(132, len(data)) :]
+        spooled.write_bytes(bytes(data))
+        try:
+            scan_spooled(spooled, ExplicitVRLittleEndian)
+            read_spooled_header(spooled, ExplicitVRLittleEndian)
+            outcomes["parsed"] += 1
+        except ValidationError:
+            outcomes["rejected"] += 1
+    print(f"spooled parser fuzz: {dict(outcomes)}")
+    assert outcomes["rejected"] > 0 and sum(outcomes.values()) == FUZZ_CASES * 5
 
 
 def _associate_rq(called: bytes, calling: bytes) -> bytes:

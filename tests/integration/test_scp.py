@@ -55,7 +55,9 @@ class FailingSink(RecordingSink):
 
 
 class FullStore(InstanceStore):
-    def write_atomic(self, study_uid: str, series_uid: str, sop_instance_uid: str, data: bytes) -> Path:
+    """The disk fills between spooling and the move into place (a real full disk: test_receive_large)."""
+
+    def adopt(self, study_uid: str, series_uid: str, sop_instance_uid: str, source: Path) -> Path:
         raise StoreFullError("no space left on device")
 
 
