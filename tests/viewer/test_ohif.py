@@ -45,7 +45,9 @@ def _spheres(workdir: Path) -> list[str]:
 def _hand(workdir: Path) -> list[str]:
     markers = (MarkerSpec("L", 0, height_mm=14.0), MarkerSpec("R", 1, height_mm=14.0))
     phantom = make_phantom(PhantomSpec(sides=("L", "R"), markers=markers, seed=3))
-    write_radiograph(phantom.stored, workdir / "source" / "hands.dcm", bits_stored=phantom.bits_stored)
+    # each case its own accession number: the study list test finds the source study's row by it
+    info = StudyInfo(accession_number="ACCHAND1")
+    write_radiograph(phantom.stored, workdir / "source" / "hands.dcm", bits_stored=phantom.bits_stored, info=info)
     return []
 
 
@@ -61,14 +63,15 @@ def _lung(workdir: Path) -> list[str]:
 def _fracture(workdir: Path) -> list[str]:
     spacing = (2.5, 1.5, 1.5)
     phantom = render_trunk(PhantomLayout(), spacing, (FractureSpec("left rib 10", 0.45, "gap"),), seed=5)
-    write_ct_series(phantom.hu, workdir / "source", spacing=spacing, series_description="Chest bone")
+    info = StudyInfo(accession_number="ACCBONE1")
+    write_ct_series(phantom.hu, workdir / "source", spacing=spacing, info=info, series_description="Chest bone")
     return []
 
 
 def _bone_age(workdir: Path) -> list[str]:
     # no weights here: bone_age says the grading is not installed and still shows the 13 bones it located
     phantom = make_hand(HandSpec(maturity=0.5, sex="F", rows=640, columns=520, seed=4))
-    info = StudyInfo(patient_sex="F", patient_birth_date="20140301", study_date="20240615")
+    info = StudyInfo(patient_sex="F", patient_birth_date="20140301", study_date="20240615", accession_number="ACCAGE1")
     write_radiograph(phantom.stored(12), workdir / "source" / "hand.dcm", info=info)
     return []
 
