@@ -99,6 +99,21 @@ def test_the_conformance_corpus_with_a_good_sender_alongside(node: Node, tmp_pat
     assert {str(read_file_meta_info(p).MediaStorageSOPInstanceUID) for p in good} <= uids
 
 
+def _mutated(rng: random.Random, source: bytes) -> bytearray:
+    """``source`` with 1 to 8 bytes flipped, runs cut or repeated in its first 4 KiB after the preamble."""
+    data = bytearray(source)
+    for _ in range(rng.randint(1, 8)):
+        position = rng.randrange(132, min(len(data), 4096)) if len(data) > 140 else 0
+        kind = rng.random()
+        if kind < 0.6:
+            data[position] = rng.randrange(256)
+        elif kind < 0.8:
+            del data[position : position + rng.randint(1, 64)]
+        else:
+            data[position:position] = data[position : position + rng.randint(1, 64)]
+    return data
+
+
 def test_mutated_headers_never_escape_the_parser() -> None:
     """In-process fuzzing of what the SCP parses: bytes flipped, cut and repeated in real files' headers
     give a data set or a ValidationError (0xC000), never another exception."""
@@ -109,16 +124,7 @@ def test_mutated_headers_never_escape_the_parser() -> None:
     outcomes: Counter[str] = Counter()
     sources = [p.read_bytes() for p in rng.sample(corpus, min(40, len(corpus)))]
     for _ in range(FUZZ_CASES * 10):
-        data = bytearray(rng.choice(sources))
-        for _ in range(rng.randint(1, 8)):
-            position = rng.randrange(132, min(len(data), 4096)) if len(data) > 140 else 0
-            kind = rng.random()
-            if kind < 0.6:
-                data[position] = rng.randrange(256)
-            elif kind < 0.8:
-                del data[position : position + rng.randint(1, 64)]
-            else:
-                data[position:position] = data[position : position + rng.randint(1, 64)]
+        data = _mutated(rng, rng.choice(sources))
         try:
             parse_header(bytes(data[132:]) if data[128:132] == b"DICM" else bytes(data), True, False)
             outcomes["parsed"] += 1
@@ -139,16 +145,7 @@ def test_mutated_files_never_escape_the_spooled_parser(tmp_path: Path) -> None:
     sources = [p.read_bytes() for p in rng.sample(corpus, min(40, len(corpus)))]
     spooled = tmp_path / "spooled.dcm"
     for _ in range(FUZZ_CASES * 5):
-        data = bytearray(rng.choice(sources))
-        for _ in range(rng.randint(1, 8)):
-            position = rng.randrange(132, min(len(data), 4096)) if len(data) > 140 else 0
-            kind = rng.random()
-            if kind < 0.6:
-                data[position] = rng.randrange(256)
-            elif kind < 0.8:
-                del data[position : position + rng.randint(1, 64)]
-            else:
-                data[position:position] = data[position : position + rng.randint(1, 64)]
+        data = _mutated(rng, rng.choice(sources))
         if rng.random() < 0.3:
             del data[rng.randrange(132, len(data)) :]
         spooled.write_bytes(bytes(data))
