@@ -310,7 +310,9 @@ class AcceptorWakeup:
             if assoc in self._requested:
                 self._requested.discard(assoc)
                 return
-        assoc.dul.to_user_queue.put(None)  # type: ignore[arg-type]
+        # None wakes the acceptor (pynetdicom's queue is typed for events only, in some of its versions).
+        queue: Any = assoc.dul.to_user_queue
+        queue.put(None)
 
 
 class GatedRequestHandler(RequestHandler):

@@ -176,10 +176,12 @@ class Ohif:
         return [Viewport(r["id"], r["imageId"], r["rendered"], tuple(r["rect"])) for r in rows]
 
     def active_viewport(self) -> Viewport:
-        viewports = [vp for vp in self.viewports() if vp.rendered]
-        if not viewports:
-            raise AssertionError("no viewport shows an image")
-        return viewports[0]
+        """The first viewport that shows an image, once one does: OHIF registers an SR's annotations before
+        its viewport has drawn the image they are on, and on a loaded machine that can take seconds."""
+        rendered: list[Viewport] = self.wait_until(
+            lambda: [vp for vp in self.viewports() if vp.rendered], "an image in a viewport"
+        )
+        return rendered[0]
 
     def world_to_page(self, viewport: Viewport, points: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """Page (screenshot) x, y of patient-space points (mm) as drawn in ``viewport``."""

@@ -87,8 +87,8 @@ CASES = [
 # Failures seen in OHIF 3.13 and not yet explained (docs/viewers.md, "Open problems"): reported as xfail, and a
 # pass is a pass, so that they are noticed when they go away.
 OPEN_PROBLEMS = {
-    ("ct_fracture", "seg"): "OHIF leaves the last rib segment untinted under the jump-to-segment click",
-    ("ct_fracture", "sr"): "OHIF's SR viewport stays black on ct_fracture's SR",
+    ("ct_fracture", "seg"): "OHIF draws ct_fracture's bone labelmap hatched, where the bone is on the neighbouring "
+    "slices rather than on the slice shown",
 }
 
 # OHIF's SR viewport writes the first five values of a finding beside its drawing, no more.
@@ -186,6 +186,30 @@ def _inner_pixel(mask: npt.NDArray[np.bool_]) -> tuple[int, int]:
     return int(row), int(col)
 
 
+def _inside_pixels(mask: npt.NDArray[np.bool_], count: int = 200) -> list[tuple[int, int]]:
+    """Up to ``count`` (row, column) pixels of ``mask`` away from its edge where it is thick enough (the
+    deepest one first), spread evenly over it."""
+    depth = ndimage.distance_transform_edt(mask)
+    core = depth >= min(2.0, float(depth.max()))
+    rows, cols = np.nonzero(core)
+    order = np.argsort(-depth[rows, cols], kind="stable")
+    picked = order[np.linspace(0, len(order) - 1, min(count, len(order))).round().astype(int)]
+    return [(int(rows[i]), int(cols[i])) for i in np.unique(picked)]
+
+
+def _tinted_with(
+    with_overlay: npt.NDArray[np.uint8],
+    without: npt.NDArray[np.uint8],
+    xy: npt.NDArray[np.float64],
+    colour: tuple[int, int, int],
+) -> bool:
+    """Whether the overlay moved this screen pixel's grey clearly towards ``colour``."""
+    tint = _tint(with_overlay, without, xy)
+    towards = np.asarray(colour, dtype=float) - without[round(xy[1]), round(xy[0])]
+    cosine = float(tint @ towards / (np.linalg.norm(tint) * np.linalg.norm(towards) + 1e-9))
+    return bool(np.linalg.norm(tint) > 15 and cosine > 0.9)
+
+
 def _tint(
     with_overlay: npt.NDArray[np.uint8], without: npt.NDArray[np.uint8], xy: npt.NDArray[np.float64]
 ) -> npt.NDArray[np.float64]:
@@ -261,20 +285,21 @@ def _check_seg_overlays(ohif: Ohif, results: PipelineOutputs, segs: list[hd.seg.
                 viewport = ohif.scroll_to(viewport, _largest_slice(seg, number, results))
                 labelled = _labels_on(seg, viewport.sop_instance_uid)
             assert (labelled == number).any(), f"{label!r} is not on image {viewport.sop_instance_uid}"
-            inside, outside = _inner_pixel(labelled == number), _inner_pixel(labelled == 0)
-            image_points = [[inside[1] + 0.5, inside[0] + 0.5], [outside[1] + 0.5, outside[0] + 0.5]]
+            inside, outside = _inside_pixels(labelled == number), _inner_pixel(labelled == 0)
+            image_points = [[c + 0.5, r + 0.5] for r, c in inside] + [[outside[1] + 0.5, outside[0] + 0.5]]
             points = ohif.image_to_page(viewport, image_points)
             shown = ohif.screenshot(f"segment-{number}")
             _toggle_all_segments(ohif)
             hidden = ohif.screenshot(f"segment-{number}-hidden")
             _toggle_all_segments(ohif)  # shows them again
-            tint = _tint(shown, hidden, points[0])
-            towards = np.asarray(colour, dtype=float) - hidden[round(points[0][1]), round(points[0][0])]
-            cosine = float(tint @ towards / (np.linalg.norm(tint) * np.linalg.norm(towards) + 1e-9))
-            assert np.linalg.norm(tint) > 15 and cosine > 0.9, (
-                f"{label!r}: the pixel under the segment is not tinted with its colour {colour} (change {tint})"
+            tinted = [_tinted_with(shown, hidden, xy, colour) for xy in points[:-1]]
+            # Under SwiftShader OHIF draws some labelmaps hatched (every other diagonal line of the segment's
+            # pixels), so one pixel can fall in a gap: the segment's pixels, taken together, carry its colour.
+            assert np.mean(tinted) >= 0.3, (
+                f"{label!r}: {np.mean(tinted):.0%} of the {len(tinted)} pixels under the segment are tinted with "
+                f"its colour {colour}"
             )
-            assert np.abs(_tint(shown, hidden, points[1])).max() < 10, f"{label!r}: colour outside the segments"
+            assert np.abs(_tint(shown, hidden, points[-1])).max() < 10, f"{label!r}: colour outside the segments"
     assert ohif.errors == []
 
 
