@@ -87,8 +87,8 @@ CASES = [
 # Failures seen in OHIF 3.13 and not yet explained (docs/viewers.md, "Open problems"): reported as xfail, and a
 # pass is a pass, so that they are noticed when they go away.
 OPEN_PROBLEMS = {
-    ("ct_fracture", "seg"): "OHIF draws ct_fracture's bone labelmap hatched, where the bone is on the neighbouring "
-    "slices rather than on the slice shown",
+    ("ct_fracture", "seg"): "OHIF splits ct_fracture's 13 non-overlapping bone segments into two overlap groups and "
+    "draws their labelmaps hatched",
 }
 
 # OHIF's SR viewport writes the first five values of a finding beside its drawing, no more.
