@@ -328,13 +328,24 @@ def _attach_fragments(
         return {}
     reach = morph.radius_voxels(gap_mm, spacing)
     boxes = ndi.find_objects(rest)
+    bins = len(boxes) + 1
+    # Only a piece that overlaps its side's ribs dilated by a box of ``reach`` (a superset of the elliptic
+    # reach of the growth below) can reach one: one cheap dilation per side instead of growing every piece (an
+    # arm, a pelvis) step by step only to find no rib. The result is the same, only sooner.
+    side_code = np.zeros(bins, dtype=np.uint8)
+    for index, side in rib_side.items():
+        side_code[index] = 1 if side == "left" else 2
+    rib_sides = side_code[rest]
+    near_rib = {side: morph.dilate_box(rib_sides == code, reach) for side, code in (("left", 1), ("right", 2))}
+    del rib_sides
     out: dict[int, int] = {}
     for p in pieces:
         if kinds[p.index] != "unplaced" or boxes[p.index - 1] is None:
             continue
-        box = tuple(
-            slice(max(0, s.start - r), min(n, s.stop + r)) for s, r, n in zip(boxes[p.index - 1], reach, rest.shape)
-        )
+        piece_box = boxes[p.index - 1]
+        if not near_rib[p.side][piece_box][rest[piece_box] == p.index].any():
+            continue
+        box = tuple(slice(max(0, s.start - r), min(n, s.stop + r)) for s, r, n in zip(piece_box, reach, rest.shape))
         fragment = rest[box] == p.index
         same_side = [i for i in rib_side if rib_side[i] == p.side]
         # grow step by step: the first rib reached is the nearest (a neighbouring rib runs parallel for long
@@ -342,7 +353,7 @@ def _attach_fragments(
         for step in range(1, max(reach) + 1):
             radius = tuple(min(r, max(1, round(step * r / max(reach)))) for r in reach)
             grown = morph.dilate(fragment, (radius[0], radius[1], radius[2]))
-            hits = np.bincount(rest[box][grown], minlength=int(rest.max()) + 1)
+            hits = np.bincount(rest[box][grown], minlength=bins)
             candidates = [(int(hits[i]), i) for i in same_side if hits[i] > 0]
             if candidates:
                 out[p.index] = max(candidates)[1]

@@ -28,8 +28,8 @@ def radius_voxels(radius_mm: float, spacing: Sequence[float]) -> tuple[int, int,
     )
 
 
-def _kernel(ry: int, rx: int) -> npt.NDArray[np.uint8]:
-    return np.asarray(cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * rx + 1, 2 * ry + 1)), dtype=np.uint8)
+def _kernel(ry: int, rx: int, shape: int = cv2.MORPH_ELLIPSE) -> npt.NDArray[np.uint8]:
+    return np.asarray(cv2.getStructuringElement(shape, (2 * rx + 1, 2 * ry + 1)), dtype=np.uint8)
 
 
 def _as_u8(mask: BoolArray) -> npt.NDArray[np.uint8]:
@@ -46,19 +46,29 @@ def _along_z(u8: npt.NDArray[np.uint8], rz: int, op: int) -> npt.NDArray[np.uint
     return np.asarray(out.reshape(u8.shape))
 
 
-def _in_plane(u8: npt.NDArray[np.uint8], ry: int, rx: int, op: int) -> npt.NDArray[np.uint8]:
+def _in_plane(
+    u8: npt.NDArray[np.uint8], ry: int, rx: int, op: int, shape: int = cv2.MORPH_ELLIPSE
+) -> npt.NDArray[np.uint8]:
     if ry <= 0 and rx <= 0:
         return u8
-    kernel = _kernel(ry, rx)
+    kernel = _kernel(ry, rx, shape)
     out = np.empty_like(u8)
     for k in range(u8.shape[0]):
-        out[k] = cv2.morphologyEx(u8[k], op, kernel, borderType=cv2.BORDER_REPLICATE)
+        cv2.morphologyEx(u8[k], op, kernel, dst=out[k], borderType=cv2.BORDER_REPLICATE)  # in place: no copy
     return out
 
 
 def dilate(mask: BoolArray, radius: tuple[int, int, int]) -> BoolArray:
     rz, ry, rx = radius
     out = _along_z(_in_plane(_as_u8(mask), ry, rx, cv2.MORPH_DILATE), rz, cv2.MORPH_DILATE)
+    return np.asarray(out.view(bool))
+
+
+def dilate_box(mask: BoolArray, radius: tuple[int, int, int]) -> BoolArray:
+    """Dilation by a box of half-sizes ``radius``: a superset of :func:`dilate`'s and much cheaper at large radii
+    (OpenCV separates a rectangle into a row and a column pass), for "is anything within reach" pre-tests."""
+    rz, ry, rx = radius
+    out = _along_z(_in_plane(_as_u8(mask), ry, rx, cv2.MORPH_DILATE, cv2.MORPH_RECT), rz, cv2.MORPH_DILATE)
     return np.asarray(out.view(bool))
 
 
@@ -140,10 +150,12 @@ def label(mask: BoolArray, full_connectivity: bool = True) -> tuple[LabelArray, 
     if not mask.any():
         return np.zeros(mask.shape, dtype=np.uint32), 0
     image = sitk.GetImageFromArray(_as_u8(mask))
-    components = sitk.ConnectedComponent(image, full_connectivity)
+    labeller = sitk.ConnectedComponentImageFilter()
+    labeller.SetFullyConnected(full_connectivity)
+    components = labeller.Execute(image)
     del image
-    count = int(sitk.GetArrayViewFromImage(components).max())
-    return sitk.GetArrayFromImage(components), count
+    # the filter counts its objects: no pass over the label volume for its maximum
+    return sitk.GetArrayFromImage(components), int(labeller.GetObjectCount())
 
 
 def component_sizes(labels: LabelArray, count: int, mask: BoolArray | None = None) -> npt.NDArray[np.int64]:

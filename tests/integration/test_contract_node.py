@@ -10,15 +10,14 @@ from pathlib import Path
 import highdicom as hd
 import pydicom
 import pytest
-from sqlalchemy import select
 
-from dicomnode.db.models import Job, JobKind, JobState
+from dicomnode.db.models import JobState
 from dicomnode.node import Node
 from dicomnode.testing.cine import CineLayout, write_cine
 from dicomnode.testing.synthetic import StudyInfo
 from tests.conftest import require_tool
 from tests.support.net import storescu, wait_for
-from tests.support.node import node_settings
+from tests.support.node import node_settings, pipeline_jobs
 from tests.support.phantoms import cine_phantom, write_sphere_study
 
 pytestmark = pytest.mark.integration
@@ -26,17 +25,8 @@ pytestmark = pytest.mark.integration
 CONTRACT = "tests.support.contract_pipelines"
 
 
-def _pipeline_jobs(node: Node) -> list[Job]:
-    """The pipeline jobs with their outputs and events loaded (usable after the session closes)."""
-    with node.db.session() as s:
-        jobs = list(s.scalars(select(Job).where(Job.kind == JobKind.PIPELINE).order_by(Job.id)))
-        for job in jobs:
-            _ = job.outputs, job.events
-        return jobs
-
-
 def _all_finished(node: Node, count: int) -> bool:
-    jobs = _pipeline_jobs(node)
+    jobs = pipeline_jobs(node)
     return len(jobs) == count and all(j.state in (JobState.DONE, JobState.FAILED) for j in jobs)
 
 
@@ -58,7 +48,7 @@ def test_chain_upstream_runs_once_as_its_own_job(tmp_path: Path, database_url: s
     try:
         storescu(files, node.scp.port)
         wait_for(lambda: _all_finished(node, 2), 120, "both jobs of the chain")
-        jobs = {j.pipeline: j for j in _pipeline_jobs(node)}
+        jobs = {j.pipeline: j for j in pipeline_jobs(node)}
     finally:
         node.stop()
     upstream, downstream = jobs["test_upstream"], jobs["test_downstream"]
@@ -87,7 +77,7 @@ def test_not_assessable_ends_done_and_is_not_retried(tmp_path: Path, database_ur
     try:
         storescu(files, node.scp.port)
         wait_for(lambda: _all_finished(node, 1), 120, "the job")
-        (job,) = _pipeline_jobs(node)
+        (job,) = pipeline_jobs(node)
         events = [e.action for e in job.events]
     finally:
         node.stop()
@@ -117,7 +107,7 @@ def test_setup_once_per_worker_for_several_jobs(tmp_path: Path, orthanc) -> None
             files, _, _ = write_sphere_study(tmp_path / f"ct{k}", info=StudyInfo(), shape=(4, 16, 16))
             storescu(files, node.scp.port)
         wait_for(lambda: _all_finished(node, 3), 120, "three jobs")
-        jobs = _pipeline_jobs(node)
+        jobs = pipeline_jobs(node)
     finally:
         node.stop()
     assert all(j.state is JobState.DONE for j in jobs), [j.error for j in jobs]
@@ -141,7 +131,7 @@ def test_cine_stored_one_series_per_position_is_one_study_job(tmp_path: Path, or
     try:
         storescu(files, node.scp.port)
         wait_for(lambda: _all_finished(node, 1), 120, "the study job")
-        (job,) = _pipeline_jobs(node)
+        (job,) = pipeline_jobs(node)
     finally:
         node.stop()
     assert job.state is JobState.DONE and job.series_id is None, job.error

@@ -1,5 +1,5 @@
 """ct_fracture's measures on cases with known answers: the RibFrac FROC, 3D box IoU and NMS, the component
-clean-up's two thresholds, and hole filling that leaves deep holes open."""
+clean-up's two thresholds, hole filling that leaves deep holes open, and the morphology the fast paths rely on."""
 
 from __future__ import annotations
 
@@ -80,3 +80,22 @@ def test_hole_filling_fills_marrow_and_leaves_deep_or_large_holes_open():
     assert filled[0, 50, 40]  # a 10 px marrow cavity
     assert not filled[0, 50, 140]  # 38 px deep: the space ribs and spine enclose, not marrow
     assert not morph.fill_holes_2d(mask, max_hole_px=100)[0, 50, 40]
+
+
+@pytest.mark.parametrize("radius", [(0, 3, 3), (2, 5, 3), (4, 9, 9)])
+def test_box_dilation_holds_the_elliptic_one(radius):
+    # the rib-fragment pre-test skips a piece whose box-dilated ribs it misses: sound only if the box dilation
+    # reaches every voxel the elliptic (cylinder) dilation reaches
+    mask = np.random.default_rng(sum(radius)).random((20, 60, 70)) > 0.998
+    elliptic, box = morph.dilate(mask, radius), morph.dilate_box(mask, radius)
+    assert elliptic.sum() > mask.sum() and not (elliptic & ~box).any()
+    assert (box & ~elliptic).any()  # the box's corners: a superset, not the same
+
+
+def test_labelling_counts_the_components():
+    mask = np.zeros((10, 30, 30), dtype=bool)
+    mask[1:3, 1:3, 1:3] = mask[5:8, 10:20, 10:12] = mask[9, 29, 29] = True
+    mask[3, 3, 3] = True  # touches the first cube by a corner: 26-connected, one component with it
+    labels, count = morph.label(mask)
+    assert count == 3 and labels.max() == 3 and set(np.unique(labels[mask])) == {1, 2, 3}
+    assert morph.label(mask, full_connectivity=False)[1] == 4

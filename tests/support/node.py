@@ -1,5 +1,5 @@
-"""The one way tests build a served node's settings: fast timers, loopback, a fresh data dir, and the
-pipelines and destinations a test asks for."""
+"""The one way tests build a served node's settings (fast timers, loopback, a fresh data dir, and the
+pipelines and destinations a test asks for), and serve a study through it to Orthanc."""
 
 from __future__ import annotations
 
@@ -7,7 +7,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
 from dicomnode.config import Settings
+from dicomnode.db.models import Job, JobKind, JobState
+from dicomnode.node import Node
+from tests.support.net import storescu, wait_for
 
 
 def node_settings(
@@ -46,3 +51,30 @@ def node_settings(
     for key, value in sections.items():
         data[key] = {**data.get(key, {}), **value}
     return Settings.model_validate(data)
+
+
+def pipeline_jobs(node: Node) -> list[Job]:
+    """The node's pipeline jobs with their outputs and events loaded (usable after the session closes)."""
+    with node.db.session() as s:
+        jobs = list(s.scalars(select(Job).where(Job.kind == JobKind.PIPELINE).order_by(Job.id)))
+        for job in jobs:
+            _ = job.outputs, job.events
+        return jobs
+
+
+def serve_one_job(settings: Settings, files: Sequence[Path], orthanc: Any, timeout: float = 180) -> Job:
+    """Start a node with ``settings``, send ``files`` with storescu as the modality, wait until its one pipeline
+    job has finished and (when done) every output has arrived in ``orthanc``; stop the node, return the job."""
+    node = Node(settings)
+    node.start()
+    try:
+        storescu(files, node.scp.port)
+        finished = (JobState.DONE, JobState.FAILED)
+        wait_for(lambda: any(j.state in finished for j in pipeline_jobs(node)), timeout, "the job")
+        (job,) = pipeline_jobs(node)
+        if job.state is JobState.DONE:
+            outputs = {o.sop_instance_uid for o in job.outputs}
+            wait_for(lambda: outputs <= orthanc.sop_instance_uids(), 60, "delivery to Orthanc")
+    finally:
+        node.stop()
+    return job

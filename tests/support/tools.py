@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,3 +18,9 @@ def require_tool(name: str) -> str:
     if path is None:
         pytest.skip(f"{name} is not installed (apt-get install dcmtk dicom3tools orthanc)")
     return path
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    """dciodvfy's error lines for one DICOM file (warnings are not errors); skip when dicom3tools is missing."""
+    out = subprocess.run([require_tool("dciodvfy"), str(path)], capture_output=True, text=True)
+    return [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
