@@ -106,6 +106,9 @@ class DispatchSettings(_Strict):
     # sent there), and after the cool-down one probe delivery decides whether it closes again.
     circuit_failures: int = Field(default=5, ge=1)
     circuit_cooldown_seconds: float = Field(default=60.0, gt=0)
+    # A destination whose TLS handshake fails on a certificate, trust or protocol (a configuration error, not the
+    # network's) opens its circuit at once, for this long; its deliveries keep their attempts and wait.
+    configuration_error_cooldown_seconds: float = Field(default=900.0, gt=0)
 
 
 class RetentionSettings(_Strict):

@@ -165,6 +165,12 @@ class DestinationLane:
     def _record_delivery(self, delivery: Delivery, outcome: SendOutcome, now: dt.datetime) -> None:
         cfg = self.dispatcher.settings.dispatch
         delivery.lease_owner, delivery.lease_expires_at = None, None
+        if outcome.outcome is Outcome.CONFIGURATION:
+            # The object was never offered and is not at fault: it keeps its attempts (a certificate renewed
+            # after the weekend must not find every result failed) and stays due; the destination's open
+            # circuit holds it (see _open_for_configuration), so that resuming the destination sends it at once.
+            delivery.error = outcome.error
+            return
         delivery.attempts += 1
         delivery.last_status = outcome.status
         if outcome.outcome is Outcome.ACCEPTED:
@@ -186,6 +192,10 @@ class DestinationLane:
         circuit closed. Only retryable failures (network, timeouts, out of resources) count against it."""
         cfg = self.dispatcher.settings.dispatch
         state.last_attempt_at = now
+        misfit = [o for o in outcomes if o.outcome is Outcome.CONFIGURATION]
+        if misfit and not any(o.outcome is Outcome.ACCEPTED for o in outcomes):
+            self._open_for_configuration(state, misfit[0].error, now)
+            return
         retryable = [o for o in outcomes if o.outcome is Outcome.RETRYABLE]
         if not retryable or any(o.outcome is Outcome.ACCEPTED for o in outcomes):
             if state.circuit is not CircuitState.CLOSED:
@@ -216,6 +226,20 @@ class DestinationLane:
             rng=self.dispatcher.rng,
         )
         state.backoff_until = now + dt.timedelta(seconds=delay)
+
+    def _open_for_configuration(self, state: DestinationState, error: str, now: dt.datetime) -> None:
+        """A TLS certificate or trust refused: the circuit opens at once, for the long cool-down, since a retry
+        at the network's rate only repeats the refusal; the probe after it finds out whether it was fixed."""
+        cooldown = self.dispatcher.settings.dispatch.configuration_error_cooldown_seconds
+        if state.circuit is CircuitState.CLOSED:
+            state.circuit_opened_at = now
+        log.error(
+            "circuit_open destination=%s reason=configuration cooldown=%.0fs error=%s", self.name, cooldown, error
+        )
+        state.consecutive_failures += 1
+        state.last_error = error[:4000]
+        state.circuit = CircuitState.OPEN
+        state.backoff_until = now + dt.timedelta(seconds=cooldown)
 
 
 class Dispatcher:
