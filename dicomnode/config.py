@@ -102,6 +102,9 @@ class DispatchSettings(_Strict):
     connect_timeout_seconds: float = Field(default=10.0, gt=0)
     acse_timeout_seconds: float = Field(default=30.0, gt=0)
     dimse_timeout_seconds: float = Field(default=120.0, gt=0)
+    # A claimed batch is leased this long and the lease renewed every third of it while the batch is sent: a
+    # dispatcher that dies leaves its batch to another after at most this long; a long send is never taken over.
+    lease_seconds: float = Field(default=60.0, gt=0)
     # Circuit breaker per destination: after this many failed associations in a row it opens (nothing is
     # sent there), and after the cool-down one probe delivery decides whether it closes again.
     circuit_failures: int = Field(default=5, ge=1)

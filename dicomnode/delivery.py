@@ -13,6 +13,7 @@ blocks nobody else.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import os
 import random
@@ -26,16 +27,13 @@ from dicomnode.addresses import Destination
 from dicomnode.config import DestinationSettings, Settings
 from dicomnode.db import repository as repo
 from dicomnode.db.engine import Database
+from dicomnode.db.lease import LeaseKeeper
 from dicomnode.db.models import CircuitState, Delivery, DeliveryState, DestinationState, utcnow
 from dicomnode.dispatch import Outcome, SendOutcome, StoreSCU, backoff_delay
 from dicomnode.dispatch.tls import client_tls
 from dicomnode.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-# A claimed batch must be sent within this long, or another dispatcher may take it over (at least; longer
-# when the destination's timeouts allow one association to take longer).
-DELIVERY_LEASE_SECONDS = 600.0
 
 
 def split_for_associations(items: list[repo.ClaimedDelivery], count: int) -> list[list[repo.ClaimedDelivery]]:
@@ -82,8 +80,8 @@ class DestinationLane:
             tls=tls,
         )
         self.max_associations = dest.max_associations
-        # A DIMSE timeout aborts the association, so one batch waits at most for one unanswered C-STORE.
-        self.lease_seconds = max(DELIVERY_LEASE_SECONDS, connect + acse + 2 * dimse + 60)
+        # Renewed while the batch is sent (see run_once), so it can be short however long a send takes.
+        self.lease_seconds = cfg.lease_seconds
 
     def run_forever(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -100,7 +98,15 @@ class DestinationLane:
         probe, claimed = self._claim()
         if not claimed:
             return 0
-        outcomes = self._send(split_for_associations(claimed, self.max_associations))
+        renew = functools.partial(
+            repo.renew_delivery_leases,
+            ids=[item.id for item in claimed],
+            owner=self.dispatcher.owner,
+            lease_seconds=self.lease_seconds,
+            probe_of=self.name if probe else None,
+        )
+        with LeaseKeeper(self.dispatcher.db, renew, self.lease_seconds, f"send-{self.name}"):
+            outcomes = self._send(split_for_associations(claimed, self.max_associations))
         self._record(claimed, outcomes, probe)
         with self.dispatcher.db.session() as session:
             for job in repo.settle_delivering_jobs(session, sorted({i.job_id for i in claimed})):
