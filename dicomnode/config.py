@@ -102,10 +102,16 @@ class DispatchSettings(_Strict):
     connect_timeout_seconds: float = Field(default=10.0, gt=0)
     acse_timeout_seconds: float = Field(default=30.0, gt=0)
     dimse_timeout_seconds: float = Field(default=120.0, gt=0)
+    # A claimed batch is leased this long and the lease renewed every third of it while the batch is sent: a
+    # dispatcher that dies leaves its batch to another after at most this long; a long send is never taken over.
+    lease_seconds: float = Field(default=60.0, gt=0)
     # Circuit breaker per destination: after this many failed associations in a row it opens (nothing is
     # sent there), and after the cool-down one probe delivery decides whether it closes again.
     circuit_failures: int = Field(default=5, ge=1)
     circuit_cooldown_seconds: float = Field(default=60.0, gt=0)
+    # A destination whose TLS handshake fails on a certificate, trust or protocol (a configuration error, not the
+    # network's) opens its circuit at once, for this long; its deliveries keep their attempts and wait.
+    configuration_error_cooldown_seconds: float = Field(default=900.0, gt=0)
 
 
 class RetentionSettings(_Strict):

@@ -13,6 +13,7 @@ blocks nobody else.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import os
 import random
@@ -26,16 +27,13 @@ from dicomnode.addresses import Destination
 from dicomnode.config import DestinationSettings, Settings
 from dicomnode.db import repository as repo
 from dicomnode.db.engine import Database
+from dicomnode.db.lease import LeaseKeeper
 from dicomnode.db.models import CircuitState, Delivery, DeliveryState, DestinationState, utcnow
 from dicomnode.dispatch import Outcome, SendOutcome, StoreSCU, backoff_delay
 from dicomnode.dispatch.tls import client_tls
 from dicomnode.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-# A claimed batch must be sent within this long, or another dispatcher may take it over (at least; longer
-# when the destination's timeouts allow one association to take longer).
-DELIVERY_LEASE_SECONDS = 600.0
 
 
 def split_for_associations(items: list[repo.ClaimedDelivery], count: int) -> list[list[repo.ClaimedDelivery]]:
@@ -82,8 +80,8 @@ class DestinationLane:
             tls=tls,
         )
         self.max_associations = dest.max_associations
-        # A DIMSE timeout aborts the association, so one batch waits at most for one unanswered C-STORE.
-        self.lease_seconds = max(DELIVERY_LEASE_SECONDS, connect + acse + 2 * dimse + 60)
+        # Renewed while the batch is sent (see run_once), so it can be short however long a send takes.
+        self.lease_seconds = cfg.lease_seconds
 
     def run_forever(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -100,7 +98,15 @@ class DestinationLane:
         probe, claimed = self._claim()
         if not claimed:
             return 0
-        outcomes = self._send(split_for_associations(claimed, self.max_associations))
+        renew = functools.partial(
+            repo.renew_delivery_leases,
+            ids=[item.id for item in claimed],
+            owner=self.dispatcher.owner,
+            lease_seconds=self.lease_seconds,
+            probe_of=self.name if probe else None,
+        )
+        with LeaseKeeper(self.dispatcher.db, renew, self.lease_seconds, f"send-{self.name}"):
+            outcomes = self._send(split_for_associations(claimed, self.max_associations))
         self._record(claimed, outcomes, probe)
         with self.dispatcher.db.session() as session:
             for job in repo.settle_delivering_jobs(session, sorted({i.job_id for i in claimed})):
@@ -165,6 +171,12 @@ class DestinationLane:
     def _record_delivery(self, delivery: Delivery, outcome: SendOutcome, now: dt.datetime) -> None:
         cfg = self.dispatcher.settings.dispatch
         delivery.lease_owner, delivery.lease_expires_at = None, None
+        if outcome.outcome is Outcome.CONFIGURATION:
+            # The object was never offered and is not at fault: it keeps its attempts (a certificate renewed
+            # after the weekend must not find every result failed) and stays due; the destination's open
+            # circuit holds it (see _open_for_configuration), so that resuming the destination sends it at once.
+            delivery.error = outcome.error
+            return
         delivery.attempts += 1
         delivery.last_status = outcome.status
         if outcome.outcome is Outcome.ACCEPTED:
@@ -186,6 +198,10 @@ class DestinationLane:
         circuit closed. Only retryable failures (network, timeouts, out of resources) count against it."""
         cfg = self.dispatcher.settings.dispatch
         state.last_attempt_at = now
+        misfit = [o for o in outcomes if o.outcome is Outcome.CONFIGURATION]
+        if misfit and not any(o.outcome is Outcome.ACCEPTED for o in outcomes):
+            self._open_for_configuration(state, misfit[0].error, now)
+            return
         retryable = [o for o in outcomes if o.outcome is Outcome.RETRYABLE]
         if not retryable or any(o.outcome is Outcome.ACCEPTED for o in outcomes):
             if state.circuit is not CircuitState.CLOSED:
@@ -216,6 +232,20 @@ class DestinationLane:
             rng=self.dispatcher.rng,
         )
         state.backoff_until = now + dt.timedelta(seconds=delay)
+
+    def _open_for_configuration(self, state: DestinationState, error: str, now: dt.datetime) -> None:
+        """A TLS certificate or trust refused: the circuit opens at once, for the long cool-down, since a retry
+        at the network's rate only repeats the refusal; the probe after it finds out whether it was fixed."""
+        cooldown = self.dispatcher.settings.dispatch.configuration_error_cooldown_seconds
+        if state.circuit is CircuitState.CLOSED:
+            state.circuit_opened_at = now
+        log.error(
+            "circuit_open destination=%s reason=configuration cooldown=%.0fs error=%s", self.name, cooldown, error
+        )
+        state.consecutive_failures += 1
+        state.last_error = error[:4000]
+        state.circuit = CircuitState.OPEN
+        state.backoff_until = now + dt.timedelta(seconds=cooldown)
 
 
 class Dispatcher:

@@ -11,6 +11,7 @@ without touching the SCP; a killed worker's job goes back to the queue when its 
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import os
 import signal
@@ -181,6 +182,10 @@ class Node:
 
     def serve_forever(self, on_started: Callable[[], None] | None = None) -> None:
         self.start()
+        # What start-up built (modules, settings, pools) lives as long as the process: out of the collector's
+        # sight, a full collection (the SCP's, once a minute) takes ~0.1 ms instead of ~200 ms holding the GIL.
+        gc.collect()
+        gc.freeze()
         if on_started is not None:
             on_started()
         stopped = threading.Event()

@@ -580,6 +580,34 @@ def claim_deliveries(
     return claimed
 
 
+def renew_delivery_leases(
+    session: Session,
+    ids: Sequence[int],
+    *,
+    owner: str,
+    lease_seconds: float,
+    probe_of: str | None = None,
+    now: dt.datetime | None = None,
+) -> int:
+    """Extend this owner's lease on the deliveries ``ids`` it is sending (and, for a probe, the hold on the
+    destination's half-open circuit); returns how many leases it still held."""
+    until = (now or utcnow()) + dt.timedelta(seconds=lease_seconds)
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(list(ids)), Delivery.lease_owner == owner, Delivery.state == DeliveryState.PENDING)
+        .values(lease_expires_at=until)
+        .execution_options(synchronize_session=False)
+    )
+    if probe_of is not None:
+        session.execute(
+            update(DestinationState)
+            .where(DestinationState.name == probe_of, DestinationState.circuit == CircuitState.HALF_OPEN)
+            .values(backoff_until=until)
+            .execution_options(synchronize_session=False)
+        )
+    return int(getattr(result, "rowcount", 0))
+
+
 def due_destinations(session: Session, now: dt.datetime | None = None) -> list[str]:
     """Names of the destinations that have deliveries waiting (due or not): the lanes a dispatcher needs."""
     query = select(Delivery.destination).where(Delivery.state == DeliveryState.PENDING).distinct()

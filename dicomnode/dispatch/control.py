@@ -124,5 +124,5 @@ def describe(status: DestinationStatus) -> str:
         words.append(f"last success {status.last_success_at:%Y-%m-%d %H:%M:%S}")
     words.append(f"{status.pending} pending, {status.failed} failed")
     if status.consecutive_failures and status.last_error:
-        words.append(f"last error: {status.last_error[:80]}")
+        words.append(f"last error: {status.last_error[:160]}")  # a TLS reason runs to ~90 characters
     return ", ".join(words)

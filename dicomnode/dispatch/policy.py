@@ -25,6 +25,10 @@ class Outcome(enum.Enum):
     ACCEPTED = "accepted"
     RETRYABLE = "retryable"
     PERMANENT = "permanent"
+    # The destination's configuration does not fit it (a TLS certificate or trust refused on either side): not
+    # the object's fault, so it is not failed, and not the network's, so it is not retried at the network's
+    # rate: the destination waits a long cool-down, or until an operator resumes it.
+    CONFIGURATION = "configuration"
 
 
 _ACCEPTED_CODES = frozenset({st.SUCCESS, 0x0001, st.ATTRIBUTE_LIST_ERROR, st.ATTRIBUTE_VALUE_OUT_OF_RANGE})

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydicom import dcmread
 from pydicom.filereader import read_file_meta_info
@@ -25,7 +26,7 @@ from pynetdicom.presentation import PresentationContext, build_context
 
 from dicomnode.addresses import Destination, validate_ae_title
 from dicomnode.dispatch.policy import Outcome, classify_status
-from dicomnode.dispatch.tls import ClientTLS
+from dicomnode.dispatch.tls import ClientTLS, TlsWatch
 from dicomnode.scp.contexts import UNCOMPRESSED_LITTLE_ENDIAN
 
 logger = logging.getLogger(__name__)
@@ -178,12 +179,16 @@ class StoreSCU:
     ) -> list[SendOutcome]:
         watcher = _AssociationWatcher()
         handlers: list[Any] = [(evt.EVT_PDU_RECV, watcher.on_pdu), (evt.EVT_CONN_OPEN, watcher.on_connect)]
-        tls_args = (self.tls.context, self.tls.server_name) if self.tls is not None else None
+        tls, tls_args = None, None
+        if self.tls is not None:
+            # pynetdicom calls only wrap_socket on the context: the watch stands in for it (see dispatch.tls).
+            tls = self.tls.watch()
+            tls_args = (cast(ssl.SSLContext, tls), self.tls.server_name)
         assoc = self._make_ae(contexts).associate(
             destination.host, destination.port, ae_title=destination.ae_title, evt_handlers=handlers, tls_args=tls_args
         )
         if not assoc.is_established:
-            outcome, error = _association_failure(assoc, watcher, destination, tls=self.tls is not None)
+            outcome, error = _association_failure(assoc, watcher, destination, tls=tls)
             logger.warning("dispatch.association_failed destination=%s outcome=%s", destination.name, outcome.value)
             return [SendOutcome(it.path, it.sop_instance_uid, outcome, None, error) for it in items]
         assoc.unbind(evt.EVT_PDU_RECV, watcher.on_pdu)
@@ -205,12 +210,16 @@ class StoreSCU:
 
 
 def _association_failure(
-    assoc: Association, watcher: _AssociationWatcher, destination: Destination, *, tls: bool = False
+    assoc: Association, watcher: _AssociationWatcher, destination: Destination, *, tls: TlsWatch | None = None
 ) -> tuple[Outcome, str]:
+    failure = tls.failure() if tls is not None else None
+    if failure is not None:
+        transient, reason = failure
+        outcome = Outcome.RETRYABLE if transient else Outcome.CONFIGURATION
+        return outcome, f"TLS handshake failed: {reason} ({destination})"
     rejection = watcher.rejection
     if not watcher.connected:
-        why = "connection refused, timed out, or TLS handshake failed" if tls else "connection refused or timed out"
-        return Outcome.RETRYABLE, f"could not connect to {destination} ({why})"
+        return Outcome.RETRYABLE, f"could not connect to {destination} (connection refused or timed out)"
     if assoc.is_rejected and rejection is not None:
         # result 1 = rejected-permanent (unknown AE title, unsupported application context): fix the
         # configuration, do not hammer the peer; 2 = rejected-transient (e.g. too many associations).

@@ -6,6 +6,7 @@ claimed again when its lease runs out.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -19,6 +20,7 @@ from sqlalchemy import select
 from dicomnode.config import Settings
 from dicomnode.db import repository as repo
 from dicomnode.db.engine import Database
+from dicomnode.db.lease import LeaseKeeper
 from dicomnode.db.models import Instance, Job, JobState, Output, Series, Study, utcnow
 from dicomnode.encode import EncodedObject
 from dicomnode.errors import DicomNodeError, EncodeError, PipelineInputError, PluginError
@@ -51,32 +53,6 @@ def _deterministic(exc: DicomNodeError) -> bool:
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-class _LeaseKeeper:
-    """Renews the job's lease while the pipeline runs, so a long run is not taken for a dead worker."""
-
-    def __init__(self, db: Database, job_id: int, owner: str, lease_seconds: float) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._loop, args=(db, job_id, owner, lease_seconds), daemon=True, name=f"lease-{job_id}"
-        )
-
-    def _loop(self, db: Database, job_id: int, owner: str, lease_seconds: float) -> None:
-        while not self._stop.wait(lease_seconds / 3):
-            try:
-                with db.session() as session:
-                    repo.renew_lease(session, job_id, owner, lease_seconds)
-            except Exception as exc:  # a missed renewal only risks a re-claim; keep running
-                log.warning("lease_renew_failed job=%d error=%s", job_id, exc)
-
-    def __enter__(self) -> _LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
 
 class Worker:
@@ -137,7 +113,9 @@ class Worker:
         started = time.monotonic()
         self._identifying = []
         try:
-            with _LeaseKeeper(self.db, job_id, self.owner, self.settings.worker.lease_seconds):
+            lease = self.settings.worker.lease_seconds
+            renew = functools.partial(repo.renew_lease, job_id=job_id, owner=self.owner, lease_seconds=lease)
+            with LeaseKeeper(self.db, renew, lease, f"job-{job_id}"):
                 self._execute(job_id, attempt)
         except DicomNodeError as exc:
             retryable = not isinstance(exc, PipelineInputError | PluginError) and not _deterministic(exc)

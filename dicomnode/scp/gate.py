@@ -19,6 +19,8 @@ half-sent or garbled connections therefore lock every real sender out ("Local Li
 from __future__ import annotations
 
 import contextlib
+import copy
+import gc
 import logging
 import select
 import socket
@@ -35,6 +37,7 @@ from typing import Any
 
 from pynetdicom.association import Association
 from pynetdicom.events import Event
+from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 logger = logging.getLogger(__name__)
@@ -46,6 +49,10 @@ MIN_ASSOCIATE_RQ_BODY = 68
 _REPORT_EVERY_S = 10.0  # refusals are counted and reported at most this often (a flood must not flood the log)
 _READ_EVENTS = select.EPOLLIN | select.EPOLLRDHUP
 _CLOSED_EVENTS = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
+# pynetdicom's accept loop runs a full gc.collect() every 60 loop turns, i.e. every 60 connections under a flood:
+# ~200 ms holding the GIL in a process of 400k objects, twice a second, starving every association thread. At
+# most this often instead, whatever the connection rate.
+GC_EVERY_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -204,17 +211,24 @@ class AdmissionGate:
                 continue
             with self._lock:
                 self._pending[sock.fileno()] = entry
-            self._evict_over_caps(address)
+            self._check(entry, 0)  # the request may already be there: then it takes no pending slot
             if sock.fileno() in self._pending:
-                self._check(entry, 0)  # the request may already be there
+                self._evict_over_caps(address)
 
     def _evict_over_caps(self, address: str) -> None:
         same = [e for e in self._pending.values() if e.address == address]
         for entry in same[: max(0, len(same) - self.settings.max_pending_per_address)]:
-            self._close(entry, "evicted")
+            self._evict(entry)
         while len(self._pending) > self.settings.max_pending:
             busiest = Counter(e.address for e in self._pending.values()).most_common(1)[0][0]
-            self._close(next(e for e in self._pending.values() if e.address == busiest), "evicted")
+            self._evict(next(e for e in self._pending.values() if e.address == busiest))
+
+    def _evict(self, entry: _Pending) -> None:
+        """Close the pending connection, unless its request arrived since the gate last looked (its readiness
+        may wait in the same epoll batch as the flood that evicts it): then it is handed on instead."""
+        self._check(entry, 0)
+        if entry.sock.fileno() in self._pending:
+            self._close(entry, "evicted")
 
     def _check(self, entry: _Pending, events: int) -> None:
         try:
@@ -327,6 +341,20 @@ class GatedRequestHandler(RequestHandler):
         return assoc
 
 
+class _AcceptorContexts(list[PresentationContext]):
+    """The server's supported contexts. pynetdicom deep-copies them for every association (171 contexts with
+    6,122 transfer syntax UIDs: ~60 ms of CPU per association, most of an echo's time on a loaded machine);
+    negotiation only reads them, so a shallow copy of each context (its own transfer syntax list) is enough."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[PresentationContext]:
+        copies = []
+        for context in self:
+            copied = copy.copy(context)
+            copied._transfer_syntax = list(context._transfer_syntax)
+            copies.append(copied)
+        return copies
+
+
 class GatedAssociationServer(ThreadedAssociationServer):
     """pynetdicom's threaded server with the admission gate in front of it."""
 
@@ -350,6 +378,8 @@ class GatedAssociationServer(ThreadedAssociationServer):
         self.tls_context = tls_context
         kwargs["request_handler"] = GatedRequestHandler
         super().__init__(*args, **kwargs)
+        self.contexts = _AcceptorContexts(self.contexts)
+        self._collected_at = time.monotonic()
         self._gate = AdmissionGate(gate, super().process_request, tls=tls_context is not None)
 
     @property
@@ -374,6 +404,13 @@ class GatedAssociationServer(ThreadedAssociationServer):
                 self.shutdown_request(request)
                 return
         super().process_request_thread(request, client_address)
+
+    def service_actions(self) -> None:
+        """pynetdicom's collection of dead association threads, by time instead of by loop turns (GC_EVERY_S)."""
+        now = time.monotonic()
+        if now - self._collected_at >= GC_EVERY_S:
+            self._collected_at = now
+            gc.collect()
 
     def server_close(self) -> None:
         super().server_close()

@@ -5,7 +5,9 @@ socket that never answers and a pynetdicom SCP that never answers C-STORE."""
 from __future__ import annotations
 
 import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +25,7 @@ from dicomnode.delivery import Dispatcher
 from dicomnode.scp import ScpSettings, StorageSCP
 from dicomnode.store import InstanceStore
 from tests.integration.test_scp import RecordingSink
+from tests.support.cli import cli_env
 from tests.support.deliveries import (
     ct_files,
     deliveries_to,
@@ -33,7 +36,7 @@ from tests.support.deliveries import (
 )
 from tests.support.net import free_port, wait_for
 from tests.support.orthanc import Orthanc, dcmtk, wait_for_port
-from tests.support.peers import BlackHole, StuckSCP
+from tests.support.peers import BlackHole, ScriptedSCP, StuckSCP
 
 pytestmark = pytest.mark.integration
 
@@ -207,3 +210,62 @@ def test_only_one_dispatcher_wins_the_probe_of_an_open_circuit(database_url: str
     assert wins == [True, False, False]
     assert _circuit(db, "PACS").circuit is CircuitState.HALF_OPEN
     db.dispose()
+
+
+LEASE_S = 2.0
+# Another dispatcher, as on another host: its own process (SIGKILL-able), the settings as JSON, its owner name.
+_DISPATCHER = """
+import sys, threading
+from dicomnode.config import Settings
+from dicomnode.db.engine import Database
+from dicomnode.delivery import Dispatcher
+settings = Settings.model_validate_json(sys.argv[1])
+Dispatcher(settings, Database(settings.database_url), owner=sys.argv[2]).run_forever(threading.Event())
+"""
+
+
+def _leased_by(db: Database, owner: str, key: str) -> bool:
+    return any(d.lease_owner == owner for d in deliveries_to(db, "SCRIPTED") if key in d.path)
+
+
+def test_a_long_send_keeps_its_lease_and_a_killed_dispatchers_is_taken_over_soon(tmp_path: Path) -> None:
+    """A 2 s lease and a destination that answers each C-STORE after 0.4 s: a batch of 8 takes ~3.2 s, longer
+    than the lease. Dispatcher A (its own process) sends it while B polls the queue: A renews its lease, B takes
+    nothing over, each object arrives once. Then A is SIGKILLed in the middle of the next batch: B takes it
+    over within a few seconds (the lease; before, at least 600 s) and every object of it arrives; those sent
+    twice are only ones A had sent before it died (A records a batch when it is done)."""
+    with ScriptedSCP([0x0000], delay_seconds=0.4) as pacs:
+        url = f"sqlite:///{tmp_path / 'n.sqlite3'}"
+        destinations = [destination("SCRIPTED", pacs.port)]
+        settings = delivery_settings(tmp_path, url, destinations, lease_seconds=LEASE_S, batch_size=8, poll_seconds=0.1)
+        db = Database(url)
+        db.upgrade()
+        first = queue_deliveries(db, ["SCRIPTED"], ct_files(tmp_path, 8, seed=1), key="first")
+        command = [sys.executable, "-c", _DISPATCHER, settings.model_dump_json(), "A"]
+        a = subprocess.Popen(command, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_for(lambda: pacs.answered, 60, "A sending the first batch")
+            with _dispatching([Dispatcher(settings, db, owner="B")]):
+                wait_for(lambda: job_state(db, first) is JobState.DONE, 30, "the first batch")
+            first_uids = [uid for uid, _ in pacs.answered]
+            assert len(first_uids) == len(set(first_uids)) == 8, "an object of a long send was sent twice"
+
+            second = queue_deliveries(db, ["SCRIPTED"], ct_files(tmp_path, 8, seed=2), key="second")
+            wait_for(lambda: len(pacs.answered) >= 10, 30, "A in the middle of the second batch")
+            assert _leased_by(db, "A", "ct2")
+            a.kill()
+            a.wait(timeout=10)
+            killed_at = time.monotonic()
+            with _dispatching([Dispatcher(settings, db, owner="B")]):
+                wait_for(lambda: _leased_by(db, "B", "ct2"), 5 * LEASE_S, "B taking over the killed A's batch")
+                took_over_s = time.monotonic() - killed_at
+                sent_by_a = {uid for uid, _ in pacs.answered[8:]}
+                wait_for(lambda: job_state(db, second) is JobState.DONE, 30, "the second batch")
+        finally:
+            a.kill()
+            a.wait(timeout=10)
+        db.dispose()
+    second_uids = [uid for uid, _ in pacs.answered[8:]]
+    print(f"taken over {took_over_s:.1f} s after the SIGKILL; {len(second_uids) - 8} of 8 sent twice")
+    assert len(set(second_uids)) == 8
+    assert {uid for uid in second_uids if second_uids.count(uid) > 1} <= sent_by_a

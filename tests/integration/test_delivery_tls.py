@@ -3,7 +3,10 @@ the openssl command; the peer's certificate is verified, mutual TLS presents the
 
 from __future__ import annotations
 
+import datetime as dt
+import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +15,14 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from dicomnode.addresses import Destination
 from dicomnode.db.engine import Database
-from dicomnode.db.models import DeliveryState, DestinationState, JobState
+from dicomnode.db.models import CircuitState, DeliveryState, DestinationState, JobState
 from dicomnode.delivery import Dispatcher
+from dicomnode.dispatch import Outcome, StoreSCU
+from dicomnode.dispatch.control import pause_destination, resume_destination
+from dicomnode.dispatch.tls import client_tls
+from dicomnode.jobs_cli import destinations_command
 from tests.conftest import require_tool
 from tests.support.deliveries import (
     ct_files,
@@ -126,22 +134,45 @@ def test_without_its_certificate_the_node_is_refused_by_a_mutual_tls_peer(
 ) -> None:
     port, received = tls_storescp(True)
     db, job_id, _ = _send(tmp_path, port, tls_ca_file=str(certificates.ca))
-    assert [d.state for d in deliveries_to(db, "PACS")] == [DeliveryState.PENDING] * 2  # retried later
+    deliveries = deliveries_to(db, "PACS")
+    assert [d.state for d in deliveries] == [DeliveryState.PENDING] * 2  # tried again after the cool-down
+    # TLS 1.3: the peer refuses the missing certificate with an alert after the node's handshake is done
+    refused = "TLS handshake failed: tlsv13 alert certificate required"
+    assert all(d.attempts == 0 and refused in (d.error or "") for d in deliveries), [d.error for d in deliveries]
     assert job_state(db, job_id) is JobState.DELIVERING
     assert list(received.iterdir()) == []
     db.dispose()
 
 
-def test_a_peer_certificate_from_another_ca_is_not_trusted(
-    tmp_path: Path, certificates: Certificates, tls_storescp: Any
+def test_a_peer_certificate_from_another_ca_is_a_configuration_error(
+    tmp_path: Path, certificates: Certificates, tls_storescp: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The handshake's own reason reaches the delivery, the destination and `dicomnode destinations`; it is not
+    retried at the network's rate: the circuit opens at once for the configuration cool-down (not the 60 s of a
+    network failure), the deliveries keep their attempts and stay pending (nothing is lost when the certificate
+    is fixed), and resuming the destination tries again at once. (Before, pynetdicom's bare failure read
+    "could not connect ... (connection refused, timed out, or TLS handshake failed)" and was retried as one.)"""
     port, received = tls_storescp(False)
-    db, _, _ = _send(tmp_path, port, tls_ca_file=str(certificates.other_ca))
-    assert all(d.state is DeliveryState.PENDING and d.attempts == 1 for d in deliveries_to(db, "PACS"))
+    db, job_id, dispatcher = _send(tmp_path, port, tls_ca_file=str(certificates.other_ca))
+    reason = "TLS handshake failed: certificate verify failed: unable to get local issuer certificate"
+    deliveries = deliveries_to(db, "PACS")
+    assert [d.state for d in deliveries] == [DeliveryState.PENDING] * 2
+    assert all(d.attempts == 0 and reason in (d.error or "") for d in deliveries), [d.error for d in deliveries]
+    cooldown = dispatcher.settings.dispatch.configuration_error_cooldown_seconds
     with db.session() as s:
         state = s.get(DestinationState, "PACS")
-        assert state is not None and "TLS handshake failed" in (state.last_error or "")
-    assert list(received.iterdir()) == []
+        assert state is not None and state.circuit is CircuitState.OPEN and reason in (state.last_error or "")
+        assert state.backoff_until is not None and state.last_attempt_at is not None
+        assert state.backoff_until - state.last_attempt_at >= dt.timedelta(seconds=cooldown - 1)
+    assert dispatcher.run_once() == 0  # not tried again before the cool-down
+    assert destinations_command(dispatcher.settings, "list", None) == 0
+    assert reason in capsys.readouterr().out
+    with db.session() as s:
+        pause_destination(dispatcher.settings, s, "PACS")
+    with db.session() as s:
+        resume_destination(dispatcher.settings, s, "PACS")
+    assert dispatcher.run_once() == 1  # the probe, at once
+    assert job_state(db, job_id) is JobState.DELIVERING and list(received.iterdir()) == []
     db.dispose()
 
 
@@ -153,3 +184,18 @@ def test_tls_files_are_checked_when_the_configuration_loads(tmp_path: Path) -> N
         )
     with pytest.raises(ValidationError, match="tls_cert_file and tls_key_file go together"):
         delivery_settings(tmp_path, url, [destination("PACS", 104, tls=True, tls_cert_file=str(tmp_path))])
+
+
+def test_a_connection_closed_during_the_handshake_is_a_network_error(
+    tmp_path: Path, certificates: Certificates
+) -> None:
+    """A peer that drops the connection in the middle of the handshake (restarting, a proxy timing out) is
+    retried as a network failure, not held back as a configuration error."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        closer = threading.Thread(target=lambda: server.accept()[0].close(), daemon=True)
+        closer.start()
+        scu = StoreSCU("DICOMNODE", connect_timeout=5, tls=client_tls("127.0.0.1", ca_file=certificates.ca))
+        peer = Destination("PACS", "PACS", "127.0.0.1", server.getsockname()[1])
+        [outcome] = scu.send(peer, ct_files(tmp_path, 1))
+        closer.join(timeout=5)
+    assert outcome.outcome is Outcome.RETRYABLE, outcome.error

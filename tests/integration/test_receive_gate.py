@@ -5,6 +5,7 @@ allowed peer echoes; garbled requests that pass the gate free their slot at once
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import struct
 import subprocess
@@ -23,9 +24,11 @@ from tests.support.node import node_settings
 pytestmark = pytest.mark.integration
 
 FLOOD = 100
-ECHOES = 5
+ECHOES = 8
 REQUEST_TIMEOUT_S = 1.0
 HANG_S = 10.0  # a hang detector, not a timing (an idle echo takes ~0.1 s; a flood on loaded cores, seconds)
+FLOOD_ADDRESS = "127.0.0.2"  # Linux answers the whole of 127.0.0.0/8 on loopback; the peer comes from 127.0.0.1
+ASSOCIATES_WITHIN_S = 1.0  # issue 15's bound: an allowed peer associates within 1 s under the flood
 
 
 @contextlib.contextmanager
@@ -80,17 +83,17 @@ def _closed_by_peer(sock: socket.socket) -> bool:
         return False
 
 
-# A separate process, as an attacker is: keeps FLOOD half-open sockets open, re-opening each one the node closes,
-# and prints how many it opened when told to stop (stdin closed).
+# A separate process, as an attacker is: keeps FLOOD half-open sockets open from one source address, re-opening
+# each one the node closes, and prints how many it opened when told to stop (stdin closed).
 _FLOOD_SCRIPT = """
 import select, socket, struct, sys, threading
-port, flood = int(sys.argv[1]), int(sys.argv[2])
+port, flood, source = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 stop = threading.Event()
 threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
 sockets, opened = [], 0
 while not stop.is_set():
     while len(sockets) < flood:
-        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
         if opened % 2:
             sock.sendall(b"\\x01\\x00" + struct.pack(">I", 200) + b"\\x00\\x01\\x00\\x00")
         sockets.append(sock)
@@ -134,9 +137,19 @@ def test_an_allowed_peer_echoes_through_a_flood_of_half_open_sockets(node: Node)
 
 
 def test_an_allowed_peer_echoes_while_the_flood_reopens_what_the_node_drops(node: Node) -> None:
+    """Issue 15's bound: an allowed peer associates, echoes and releases within 1 s (dcmtk's echoscu, its
+    process start included) while another process keeps 100 half-open sockets open and re-opens each one the
+    node drops, as fast as it can (thousands a second: the node evicts the oldest pending connection of the
+    address for each new one). The flood comes from one address (127.0.0.2), the peer from another
+    (127.0.0.1), as a modality and an attacker in a hospital do: the flood's evictions stay within its own
+    address's pending slots. (A peer at the flood's own address cannot be told from it before its request
+    arrives: it is admitted if its request is there when the gate looks, else it may be evicted.)
+
+    It failed on the old gate (slowest echo 2.0-4.9 s): pynetdicom's accept loop ran a full gc.collect() every
+    60 connections (~200 ms holding the GIL), and deep-copied 171 presentation contexts for every association."""
     require_tool("echoscu")
     flood = subprocess.Popen(
-        [sys.executable, "-c", _FLOOD_SCRIPT, str(node.scp.port), str(FLOOD)],
+        [sys.executable, "-c", _FLOOD_SCRIPT, str(node.scp.port), str(FLOOD), FLOOD_ADDRESS],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -150,12 +163,14 @@ def test_an_allowed_peer_echoes_while_the_flood_reopens_what_the_node_drops(node
     finally:
         flood.kill()
         flood.wait()
+    slowest = max(s for _, s in results)
     print(
         f"echo while {opened} half-open sockets were opened: "
-        f"{sum(ok for ok, _ in results)}/{ECHOES} ok, max {max(s for _, s in results) * 1000:.0f} ms"
+        f"{sum(ok for ok, _ in results)}/{ECHOES} ok, max {slowest * 1000:.0f} ms, load {os.getloadavg()[0]:.1f}"
     )
     assert all(ok for ok, _ in results)
-    assert max(s for _, s in results) < HANG_S
+    assert opened > 10 * FLOOD, "the flood did not re-open what the node dropped"
+    assert slowest <= ASSOCIATES_WITHIN_S, f"the slowest echo under the flood took {slowest:.2f} s"
 
 
 def _garbled_request() -> bytes:

@@ -1,10 +1,11 @@
-"""Destinations that misbehave, on loopback: one that accepts TCP and never answers (a black hole), and a
-pynetdicom SCP that negotiates the association and then never answers a C-STORE until released."""
+"""Destinations that misbehave, on loopback: one that accepts TCP and never answers (a black hole), a pynetdicom
+SCP that answers a script of statuses (slowly, if asked), and one that never answers a C-STORE until released."""
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 from types import TracebackType
 
 from pynetdicom import AE, StoragePresentationContexts, evt
@@ -44,11 +45,12 @@ class BlackHole:
 
 class ScriptedSCP:
     """A Storage SCP that answers each C-STORE with the next status of ``statuses`` (the last one repeats),
-    recording each SOP Instance UID with the status it got."""
+    recording each SOP Instance UID with the status it got; a slow one after ``delay_seconds`` each."""
 
-    def __init__(self, statuses: list[int], ae_title: str = "SCRIPTED") -> None:
+    def __init__(self, statuses: list[int], ae_title: str = "SCRIPTED", delay_seconds: float = 0.0) -> None:
         self.ae_title = ae_title
         self._statuses = list(statuses)
+        self._delay = delay_seconds
         self.answered: list[tuple[str, int]] = []
         self._lock = threading.Lock()
         ae = AE(ae_title=ae_title)
@@ -57,6 +59,7 @@ class ScriptedSCP:
         self.port = int(self._server.server_address[1])
 
     def _on_store(self, event: Event) -> int:
+        time.sleep(self._delay)
         with self._lock:
             status = self._statuses.pop(0) if len(self._statuses) > 1 else self._statuses[0]
             self.answered.append((str(event.request.AffectedSOPInstanceUID), status))
