@@ -2,8 +2,9 @@
 
 A phantom reproduces what makes real cines hard: an eccentric (elliptic) cavity whose wall thickness differs
 per sector, a bright RV crescent against the septum (image left, as in LVQuan), papillary muscles as dark blobs
-touching the wall and a greyer trabeculated layer along it (both belong to the cavity, as in LVQuan and the
-Sunnybrook contours), a bright descending
+touching the wall (or, with ``papillary_arc_deg``, pressed flat into it in systole with no blood behind them,
+as in the Sunnybrook cine SCD0000101 at ES) and a greyer trabeculated layer along it (both belong to the
+cavity, as in LVQuan and the Sunnybrook contours), a bright descending
 aorta nearby, epicardial fat (bright), lung (dark), liver (as grey as the myocardium, so the inferior epicardium
 is invisible), bright subcutaneous fat cut by the field of view, partial-volume blur, a coil bias field and
 Rician noise. The heart can sit off-centre.
@@ -57,6 +58,10 @@ class PhantomSpec:
     es_area_ratio: float = 0.45  # cavity area at ES / at ED
     wall_mm: tuple[float, float, float, float, float, float] = (9.0, 8.0, 7.0, 6.0, 7.5, 8.5)  # A, AL, IL, I, IS, AS
     papillary_mm: float = 4.0  # radius of the two papillary muscles (0: none)
+    # > 0: instead of round, the papillary muscles are pressed flat into the wall over this arc (degrees) in
+    # systole, papillary_mm thick at ES and absent at ED, as in real cines at end-systole: no blood behind
+    # them, so the blood pool's edge is pushed inwards over a broad stretch.
+    papillary_arc_deg: float = 0.0
     trabecular_mm: float = 1.5  # the trabeculated layer inside the endocardium (part of the cavity)
     rv: bool = True
     noise_sigma: float = 18.0
@@ -214,7 +219,16 @@ def _frame(spec: PhantomSpec, g: _Grid, background: FloatArray, size: float) -> 
         layer = (g.radius <= endo) & (g.radius > endo - spec.trabecular_mm)
         uneven = 1.0 + 0.15 * np.sin(np.deg2rad(7.0 * g.angle))
         image[layer] = (MYOCARDIUM + 0.4 * (BLOOD - MYOCARDIUM) * uneven)[layer]
-    if spec.papillary_mm > 0:
+    if spec.papillary_mm > 0 and spec.papillary_arc_deg > 0:
+        for direction in (75.0, 170.0):
+            # In systole the muscles are pressed into the wall: a layer of myocardial grey along it, thickest
+            # at ES (papillary_mm at the middle of the arc, tapering to 0 at its ends), none at ED.
+            offset = np.deg2rad(np.mod(g.angle - direction + 180.0, 360.0) - 180.0)
+            half = np.deg2rad(spec.papillary_arc_deg / 2.0)
+            taper = np.where(np.abs(offset) < half, np.cos(0.5 * np.pi * offset / half), 0.0)
+            thickness = spec.papillary_mm * (1.0 - size) * taper
+            image[(g.radius <= endo) & (g.radius > endo - thickness)] = MYOCARDIUM
+    elif spec.papillary_mm > 0:
         for direction in (75.0, 170.0):
             wall_here = float(_radii(spec, size, np.array([direction]))[0][0])
             d = wall_here - 0.6 * spec.papillary_mm

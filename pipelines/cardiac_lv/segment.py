@@ -11,6 +11,12 @@ best splits each ray into "myocardium-like" (grey near the wall's own level) ins
 and blood brighter, lung darker) in the next 3 mm, found for all directions together by dynamic programming
 with a smoothness cost, so that where the outside is as grey as the wall (liver) the thickness follows its
 neighbours.
+
+Across the cycle: the myocardium is incompressible, so the endocardium is moved to bring the ring's area per
+direction back to its median over the frames. At end-systole the papillary muscles are pressed into the wall with no
+blood behind them and look like wall to every grey-level rule; the frames where blood separates them fix the
+ring's true area (found on the Sunnybrook cines: SCD0000101's end-systolic cavity was 11 % short, cut off at a
+broad papillary muscle the expert draws behind).
 """
 
 from __future__ import annotations
@@ -347,12 +353,39 @@ def _widen(
     return first if wider is None else (wider > 0) | first
 
 
+def _conserve_myocardium(endo: list[FloatArray | None], epi: list[FloatArray | None], grid_mm: float) -> None:
+    """Each frame's endocardium moved (in place, by at most EXPAND_MM) so that the myocardial ring's area per
+    direction, epi² − endo² around the frame's centre, returns to its median over the cycle (the excess over
+    the median, smoothed over neighbouring frames, goes to the cavity or comes from it): the myocardium is
+    incompressible, so that area hardly changes from ED to ES. At end-systole papillary muscles and
+    trabeculae are pressed into the wall with no blood between them, and the grey levels alone count them as
+    wall (LVQuan and Sunnybrook draw the endocardium behind them); frames where they stand free in the blood
+    set the median. Moving both ways keeps the median's noise from biasing the cavity either way."""
+    pairs = [(k, a, b) for k, (a, b) in enumerate(zip(endo, epi)) if a is not None and b is not None]
+    if len(pairs) < 3:
+        return
+    inner = np.stack([a for _, a, _ in pairs])
+    outer = np.stack([b for _, _, b in pairs])
+    rings = outer**2 - inner**2
+    # Smoothed over 30° so that the reference does not follow one direction's noise.
+    reference = _smooth_circular(np.median(rings, axis=0), _directions(15.0))
+    # The excess over the reference, smoothed over neighbouring frames: muscles press into the wall over the
+    # cycle, while the epicardium's error changes from frame to frame and must not reach the cavity.
+    excess = ndi.gaussian_filter1d(rings - reference, 1.0, axis=0, mode="wrap")
+    reach = EXPAND_MM / grid_mm
+    moved = np.clip(np.sqrt(np.maximum(inner**2 + excess, 0.0)), inner - reach, inner + reach)
+    moved = np.minimum(moved, outer - MIN_WALL_MM / grid_mm)
+    for row, (k, _, _) in enumerate(pairs):
+        endo[k] = moved[row]
+
+
 def segment_frames(frames: npt.NDArray[np.float32], grid_mm: float, radius_mm: float) -> list[FrameContours | None]:
     """Contours of every frame (grid pixels) of one position on the fixed grid (LV near the centre);
     None for a frame where no blood pool is found.
 
     Two passes: a half-way cavity and the epicardium around it; then the cavity widened to the compact
-    wall (:func:`_widen`) and the epicardium searched again from there.
+    wall (:func:`_widen`) and the epicardium searched again from there. Last, the endocardium of every
+    frame is moved so that the myocardial ring keeps its area over the cycle (:func:`_conserve_myocardium`).
     """
     size = frames.shape[-1]
     centre = ((size - 1) / 2.0, (size - 1) / 2.0)
@@ -370,10 +403,12 @@ def segment_frames(frames: npt.NDArray[np.float32], grid_mm: float, radius_mm: f
         cavity = _widen(frame, pool[0], item[0], item[1], epi[0], pool[1], grid_mm)
         second.append((*_endocardium(cavity), pool[1]))
     epi_second = _epicardia(frames, second, grid_mm)
+    endo = [None if item is None else item[1] for item in second]
+    _conserve_myocardium(endo, [None if e is None else e[0] for e in epi_second], grid_mm)
     out: list[FrameContours | None] = []
-    for item, epi in zip(second, epi_second):
-        if item is None or epi is None:
+    for item, epi, radii in zip(second, epi_second, endo):
+        if item is None or epi is None or radii is None:
             out.append(None)
         else:
-            out.append(FrameContours(item[0], item[1], epi[0], item[2], epi[1]))
+            out.append(FrameContours(item[0], radii, epi[0], item[2], epi[1]))
     return out

