@@ -6,7 +6,6 @@ Orthanc in the same study, and the SR's measurements are the phantom's known vol
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from tests.conftest import require_tool
 from tests.support.net import storescu, wait_for
 from tests.support.node import node_settings
 from tests.support.phantoms import write_sphere_study
+from tests.support.tools import dciodvfy_errors
 
 pytestmark = pytest.mark.integration
 
@@ -36,11 +36,6 @@ def sphere_node(tmp_path: Path, database_url: str, orthanc, **worker) -> Setting
         extra=["tests.support.sphere_pipeline:SpherePipeline"],
         worker=worker,
     )
-
-
-def dciodvfy_errors(path: Path) -> list[str]:
-    out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
-    return [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
 
 
 def _job_state(node: Node, kind: JobKind) -> JobState | None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +38,7 @@ from pipelines.bone_age.phantoms import HandPhantom, HandSpec, make_hand
 from pipelines.bone_age.pipeline import BoneAgePipeline
 from pipelines.bone_age.scoring import Standard, parse_grades, score_hand
 from tests.conftest import require_tool
+from tests.support.tools import dciodvfy_errors
 
 BIRTH, STUDY = "20140301", "20240615"  # 10.29 years
 EXTRA = "pipelines.bone_age.pipeline:BoneAgePipeline"
@@ -240,11 +240,6 @@ def _config(tmp_path: Path, weights: dict[str, Path] | None) -> Path:
     return path
 
 
-def _dciodvfy_errors(path: Path) -> list[str]:
-    out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
-    return [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
-
-
 def _scoords(items) -> list:
     found = []
     for item in items:
@@ -283,7 +278,7 @@ def test_dicomnode_run_chained_after_hand_xray(tmp_path: Path, weights: dict[str
     assert doc["outcome"] == "assessed"
     assert sorted(f["kind"] for f in doc["files"]) == ["SR", "SUMMARY"]
     for item in doc["files"]:
-        assert _dciodvfy_errors(out / item["path"]) == [], item["kind"]
+        assert dciodvfy_errors(out / item["path"]) == [], item["kind"]
     sr_path = out / next(f["path"] for f in doc["files"] if f["kind"] == "SR")
     sr = hd.sr.srread(sr_path)
     rows, cols = int(source.Rows), int(source.Columns)
@@ -327,7 +322,7 @@ def test_real_infant_hand_png_shows_its_regions(tmp_path: Path) -> None:
     assert doc["outcome"] == "not_assessable" and "Cannot grade" in doc["text"]
     assert len(doc["details"]["regions"]) == 13 and doc["details"]["localisation_problems"] == []
     for item in doc["files"]:
-        assert _dciodvfy_errors(out / item["path"]) == [], item["kind"]
+        assert dciodvfy_errors(out / item["path"]) == [], item["kind"]
 
 
 @pytest.mark.integration

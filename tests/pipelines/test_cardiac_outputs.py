@@ -5,7 +5,6 @@ dciodvfy-clean and readable by highdicom; a refusal is a short not-assessable SR
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import highdicom as hd
@@ -17,6 +16,7 @@ from dicomnode.cli import main
 from dicomnode.testing.cine import write_cine
 from pipelines.cardiac_lv.phantoms import PhantomSpec, make_cine, make_stack
 from tests.conftest import require_tool
+from tests.support.tools import dciodvfy_errors
 
 OBLIQUE = {"row_direction": (-0.104592, 0.346381, -0.932245), "column_direction": (-0.733192, -0.660188, -0.163037)}
 
@@ -28,11 +28,6 @@ def _config(tmp_path: Path) -> Path:
         '[pipelines]\nextra = ["pipelines.cardiac_lv.pipeline:CardiacLvPipeline"]\n'
     )
     return path
-
-
-def _dciodvfy_errors(path: Path) -> list[str]:
-    out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
-    return [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
 
 
 def _codes(ds: pydicom.Dataset) -> list[str]:
@@ -58,7 +53,7 @@ def test_run_on_a_stack_writes_valid_sr_cine_seg_and_summary(tmp_path: Path) -> 
     kinds = sorted(f["kind"] for f in doc["files"])
     assert kinds == ["SEG"] * 10 + ["SR", "SUMMARY"]  # one SEG per time point, each over the 3 positions
     for item in doc["files"]:
-        assert _dciodvfy_errors(out / item["path"]) == [], item["path"]
+        assert dciodvfy_errors(out / item["path"]) == [], item["path"]
     sr_path = out / next(f["path"] for f in doc["files"] if f["kind"] == "SR")
     hd.sr.srread(sr_path)
     meanings = _codes(pydicom.dcmread(sr_path))
@@ -93,7 +88,7 @@ def test_a_refusal_is_a_short_valid_sr(tmp_path: Path) -> None:
     assert doc["outcome"] == "not_assessable"
     assert sorted(f["kind"] for f in doc["files"]) == ["SR", "SUMMARY"]  # no SEG: nothing was measured
     for item in doc["files"]:
-        assert _dciodvfy_errors(out / item["path"]) == [], item["kind"]
+        assert dciodvfy_errors(out / item["path"]) == [], item["kind"]
     assert "time points" in doc["text"]
 
 

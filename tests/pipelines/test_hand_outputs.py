@@ -21,6 +21,7 @@ from dicomnode.testing.synthetic import write_radiograph
 from pipelines.hand_xray.phantoms import MarkerSpec, PhantomSpec, make_phantom
 from tests.conftest import require_tool
 from tests.support.net import storescu, wait_for
+from tests.support.tools import dciodvfy_errors
 
 
 @pytest.fixture
@@ -32,11 +33,6 @@ def two_hands(tmp_path: Path) -> tuple[Path, object]:
         phantom.stored, tmp_path / "in" / "hands.dcm", bits_stored=phantom.bits_stored, pixel_spacing=spacing
     )
     return tmp_path / "in", phantom
-
-
-def _dciodvfy_errors(path: Path) -> list[str]:
-    out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
-    return [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
 
 
 def _scoords(ds: pydicom.Dataset) -> list[pydicom.Dataset]:
@@ -56,7 +52,7 @@ def test_run_writes_a_valid_sr_and_summary(two_hands: tuple[Path, object], tmp_p
     doc = json.loads((out / "result.json").read_text())
     assert sorted(f["kind"] for f in doc["files"]) == ["SR", "SUMMARY"]
     for item in doc["files"]:
-        assert _dciodvfy_errors(out / item["path"]) == [], item["kind"]
+        assert dciodvfy_errors(out / item["path"]) == [], item["kind"]
     assert doc["details"]["limb_count"] == 2 and doc["details"]["selected_side"] == "L"
     limb_count = [m["value"] for m in doc["measurements"] if m["name"] == "Number of limbs in image"]
     assert limb_count == [2]
@@ -143,7 +139,7 @@ def test_run_without_spacing_or_orientation_still_reports(two_hands: tuple[Path,
     doc = json.loads((out / "result.json").read_text())
     assert sorted(f["kind"] for f in doc["files"]) == ["SR", "SUMMARY"]
     for item in doc["files"]:
-        assert _dciodvfy_errors(out / item["path"]) == [], item["kind"]
+        assert dciodvfy_errors(out / item["path"]) == [], item["kind"]
     assert doc["details"]["pixel_spacing_mm"] is None and "pixel_spacing_unknown" in doc["details"]["flags"]
     assert {m["unit"] for m in doc["measurements"] if m["name"] == "Area"} == {"{pixels}"}
 
@@ -161,4 +157,4 @@ def test_run_on_a_leg_labelled_hand_is_not_assessable(tmp_path: Path) -> None:
     assert doc["outcome"] == "not_assessable" and doc["measurements"] == []
     assert "does not show a hand" in doc["text"]
     for item in doc["files"]:
-        assert _dciodvfy_errors(out / item["path"]) == [], item["kind"]
+        assert dciodvfy_errors(out / item["path"]) == [], item["kind"]

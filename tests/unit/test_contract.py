@@ -23,6 +23,7 @@ from dicomnode.testing.cine import CineLayout, write_cine
 from dicomnode.testing.synthetic import StudyInfo, write_ct_series
 from tests.support.contract_pipelines import SetupCounter
 from tests.support.phantoms import cine_phantom, write_sphere_study
+from tests.support.tools import dciodvfy_errors
 
 EXTRA = [
     f"tests.support.contract_pipelines:{name}"
@@ -54,11 +55,6 @@ def _run(tmp_path: Path, pipeline: str, folder: Path, out: str = "out", **params
     config = _config(tmp_path, {pipeline: params} if params else None)
     assert main(["run", "--config", str(config), pipeline, str(folder), "--output", str(tmp_path / out)]) == 0
     return json.loads((tmp_path / out / "result.json").read_text())
-
-
-def _dciodvfy_errors(path: Path) -> list[str]:
-    out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
-    return [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
 
 
 def _files(doc: dict, root: Path, kind: str) -> list[Path]:
@@ -95,7 +91,7 @@ def test_cine_in_every_layout_gives_per_frame_values_and_a_cine_seg(tmp_path: Pa
     sources = {(s["sop_instance_uid"], s["frame_number"]) for s in (m["source"] for m in doc["measurements"])}
     assert len(sources) == 20
     for path in [*_files(doc, out, "SEG"), sr]:
-        assert _dciodvfy_errors(path) == [], path.name
+        assert dciodvfy_errors(path) == [], path.name
 
 
 def test_cine_seg_frames_point_at_the_right_phase_of_an_enhanced_multiframe(tmp_path: Path) -> None:
@@ -161,7 +157,7 @@ def test_overlapping_label_maps_and_a_scoord3d_finding_with_confidence(tmp_path:
     dump = subprocess.run(["dsrdump", "+Pl", str(sr_path)], capture_output=True, text=True, check=True).stdout
     assert "weights_sha256=" + "ab" * 32 in dump
     for path in [*segs.values(), sr_path]:
-        assert _dciodvfy_errors(path) == [], path.name
+        assert dciodvfy_errors(path) == [], path.name
 
 
 # ------------------------------------------------------------------------------------------- chains
@@ -221,7 +217,7 @@ def test_not_assessable_is_a_short_sr_without_numbers(tmp_path: Path, capsys: py
     assert declared == ["99DCMNODE"]
     # OHIF drops content items whose concept has only a Long Code Value: every code fits Code Value
     assert "Long Code Value" not in dump and "(0008,0119)" not in str(sr)
-    assert _dciodvfy_errors(sr_path) == []
+    assert dciodvfy_errors(sr_path) == []
 
 
 def test_a_local_code_longer_than_code_value_is_refused_when_defined() -> None:
@@ -302,7 +298,7 @@ def test_the_documented_template_loads_and_runs_end_to_end(tmp_path: Path) -> No
     assert doc["outcome"] == "assessed"
     assert doc["measurements"][0]["value"] == pytest.approx(sum(volumes))  # both spheres are > 300 HU
     for path in _files(doc, tmp_path / "o", "SEG") + _files(doc, tmp_path / "o", "SR"):
-        assert _dciodvfy_errors(path) == []
+        assert dciodvfy_errors(path) == []
 
 
 # ------------------------------------------------------------------------------------------- lazy loading
