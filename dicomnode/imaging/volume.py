@@ -4,6 +4,7 @@ missing spacing to 1 mm (``pixel_spacing_known`` False), missing rescale to iden
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -11,7 +12,7 @@ import numpy.typing as npt
 from pydicom import Dataset
 
 from dicomnode.errors import PipelineInputError
-from dicomnode.imaging.geometry import frame_geometry, slice_normal, sorted_frames
+from dicomnode.imaging.geometry import FrameRef, frame_geometry, slice_normal, sorted_frames
 from dicomnode.imaging.headers import pixel_spacing
 from dicomnode.imaging.pixels import modality_frames
 from dicomnode.imaging.types import FrameSource, Volume
@@ -25,6 +26,34 @@ def frame_source(ds: Dataset, frame_index: int) -> FrameSource:
     return FrameSource(str(ds.SOPInstanceUID), frame_index + 1, str(ds.get("SeriesInstanceUID", "") or ""))
 
 
+def _stack(refs: Sequence[FrameRef], read_pixels: PixelReader) -> npt.NDArray[np.float32]:
+    """The frames of ``refs`` (in order) in one preallocated float32 array. Each instance is decoded once and
+    dropped when its last frame is in: a list of every decoded frame, then stacked, held the volume twice
+    (a 300-slice CT: 300 MB more at the job's peak)."""
+    remaining = Counter(id(ref.dataset) for ref in refs)
+    decoded: dict[int, npt.NDArray[np.float32]] = {}
+    array: npt.NDArray[np.float32] | None = None
+    for index, ref in enumerate(refs):
+        key = id(ref.dataset)
+        if key not in decoded:
+            decoded[key] = read_pixels(ref.dataset)
+        frames = decoded[key]
+        if ref.frame_index >= len(frames):
+            raise PipelineInputError("NumberOfFrames does not match the decoded pixel data")
+        frame = frames[ref.frame_index]
+        if array is None:
+            array = np.empty((len(refs), *frame.shape), dtype=np.float32)
+        elif frame.shape != array.shape[1:]:
+            raise PipelineInputError(f"frames differ in size: {sorted({frame.shape, array.shape[1:]})}")
+        array[index] = frame
+        remaining[key] -= 1
+        if remaining[key] == 0:
+            del decoded[key]
+    if array is None:
+        raise PipelineInputError("no frames to load")
+    return array
+
+
 def load_volume(datasets: Sequence[Dataset], read_pixels: PixelReader = modality_frames) -> Volume:
     """Stack ``datasets`` into a (z, y, x) volume sorted along the slice normal.
 
@@ -33,14 +62,7 @@ def load_volume(datasets: Sequence[Dataset], read_pixels: PixelReader = modality
     if not datasets:
         raise PipelineInputError("no datasets to load")
     refs = sorted_frames(datasets)
-    decoded = {id(ds): read_pixels(ds) for ds in datasets}
-    frames = [
-        decoded[id(ref.dataset)][ref.frame_index] for ref in refs if ref.frame_index < len(decoded[id(ref.dataset)])
-    ]
-    if len(frames) != len(refs):
-        raise PipelineInputError("NumberOfFrames does not match the decoded pixel data")
-    if len({f.shape for f in frames}) != 1:
-        raise PipelineInputError(f"frames differ in size: {sorted({f.shape for f in frames})}")
+    array = _stack(refs, read_pixels)
     orientation = frame_geometry(datasets[0], 0)[1]
     row_dir = np.array(orientation[:3])
     col_dir = np.array(orientation[3:])
@@ -63,7 +85,7 @@ def load_volume(datasets: Sequence[Dataset], read_pixels: PixelReader = modality
     )  # fmt: skip
     origin = refs[0].position
     return Volume(
-        array=np.stack(frames).astype(np.float32, copy=False),
+        array=array,
         spacing=(z_spacing, row_spacing, col_spacing),
         origin=(float(origin[0]), float(origin[1]), float(origin[2])),
         direction=tuple(float(v) for v in direction),

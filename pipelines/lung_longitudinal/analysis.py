@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,7 @@ class TimePoint:
     abnormal: BoolArray
     evidence: BoolArray  # opacity before the lesion size filter (see abnormal.Abnormal)
     lesions: list[Lesion]
-    lesion_labels: npt.NDArray[np.int32]  # lesion k (in ``lesions`` order) has the value k + 1
+    lesion_labels: npt.NDArray[np.integer[Any]]  # lesion k (in ``lesions`` order) has the value k + 1
     volumes: dict[str, float]
     roi_centroid_mm: tuple[float, float, float]
     notes: list[str] = field(default_factory=list)
@@ -36,7 +36,13 @@ class TimePoint:
         return dict(self.volumes)
 
 
-def _centroid(lungs: BoolArray, box: tuple[slice, slice, slice] | None, volume: Volume) -> tuple[float, float, float]:
+def _centroid(
+    lungs: BoolArray,
+    box: tuple[slice, slice, slice] | None,
+    spacing: Sequence[float],
+    origin: Sequence[float],
+    direction: Sequence[float],
+) -> tuple[float, float, float]:
     """Centre of mass from the three axis projections (cheaper than ndi.center_of_mass)."""
     centroid = np.zeros(3)
     if box is not None:
@@ -44,8 +50,32 @@ def _centroid(lungs: BoolArray, box: tuple[slice, slice, slice] | None, volume: 
         for axis in range(3):
             profile = crop.sum(axis=tuple(a for a in range(3) if a != axis)).astype(np.float64)
             centroid[axis] = box[axis].start + float((np.arange(profile.size) * profile).sum() / profile.sum())
-    c = index_to_patient(centroid, volume.spacing, volume.origin, volume.direction)[0]
+    c = index_to_patient(centroid, spacing, origin, direction)[0]
     return float(c[0]), float(c[1]), float(c[2])
+
+
+def _dense_window(hu: npt.NDArray[np.float32], dense_hu: float, margin: int = 4) -> tuple[slice, slice, slice]:
+    """Every slice, and the rows and columns that hold anything denser than ``dense_hu`` (with a margin)."""
+    dense = np.zeros(hu.shape[1:], dtype=bool)
+    for k in range(hu.shape[0]):
+        dense |= hu[k] > dense_hu
+    rows, cols = np.flatnonzero(dense.any(axis=1)), np.flatnonzero(dense.any(axis=0))
+    if rows.size == 0:
+        return slice(0, hu.shape[0]), slice(0, hu.shape[1]), slice(0, hu.shape[2])
+    return (
+        slice(0, hu.shape[0]),
+        slice(max(int(rows[0]) - margin, 0), min(int(rows[-1]) + 1 + margin, hu.shape[1])),
+        slice(max(int(cols[0]) - margin, 0), min(int(cols[-1]) + 1 + margin, hu.shape[2])),
+    )
+
+
+def _placed(mask: npt.NDArray[Any], shape: tuple[int, ...], window: tuple[slice, slice, slice]) -> npt.NDArray[Any]:
+    """``mask`` (computed on ``window``) on the full grid."""
+    if mask.shape == shape:
+        return mask
+    out = np.zeros(shape, dtype=mask.dtype)
+    out[window] = mask
+    return out
 
 
 def _density_peak(hu: npt.NDArray[np.float32], lungs: BoolArray) -> float | None:
@@ -67,12 +97,19 @@ def analyse(
     normal_fn: NormalFn | None = None,
 ) -> TimePoint:
     """Quantify one CT. With ``normal_fn`` the normal lung comes from the network, else from ``band``."""
-    hu = volume.array
-    spacing, origin, direction = volume.spacing, volume.origin, volume.direction
+    full = volume.array
+    spacing, direction = volume.spacing, volume.direction
+    # Everything runs on the in-plane box of what is denser than air (the patient, the table): the outside air
+    # around it is half of a 512x512 slice. The box keeps every slice (the end slices tell a cut lung) and a
+    # margin of air, so the body touches its edge only where it touches the image's.
+    window = _dense_window(full, roi_params.body.body_hu)
+    hu = np.ascontiguousarray(full[window]) if full[window].shape != full.shape else full
+    start = np.array([0.0, window[1].start, window[2].start])
+    origin = tuple(float(c) for c in index_to_patient(start, spacing, volume.origin, direction)[0])
     roi = lung_roi(hu, spacing, origin, direction, roi_params)
     lungs = roi.lungs
-    abnormal = np.zeros_like(lungs)
-    evidence = np.zeros_like(lungs)
+    abnormal = np.zeros(lungs.shape, dtype=lungs.dtype)
+    evidence = np.zeros(lungs.shape, dtype=lungs.dtype)
     box = bbox(lungs, margin=2)
     band_ml = hilar_ml = low_ml = 0.0
     if box is not None:
@@ -105,4 +142,15 @@ def analyse(
             f"the lungs' density peaks at {peak:.0f} HU, near the top of the normal band (expiration or a soft "
             "kernel): the abnormal share may be overstated"
         )
-    return TimePoint(roi, abnormal, evidence, lesions, lesion_labels, volumes, _centroid(lungs, box, volume), notes)
+    centroid = _centroid(lungs, box, spacing, origin, direction)
+    # back on the volume's grid, each crop dropped as soon as it is placed (the job's memory peak is here)
+    shape = full.shape
+    del lungs, hu
+    left, right = _placed(roi.left, shape, window), _placed(roi.right, shape, window)
+    airway, between = _placed(roi.airway, shape, window), _placed(roi.mediastinum, shape, window)
+    placed_roi = LungRoi(left, right, airway, between, roi.fov, roi.notes)
+    del roi
+    abnormal = _placed(abnormal, shape, window)
+    evidence = _placed(evidence, shape, window)
+    lesion_labels = _placed(lesion_labels, shape, window)
+    return TimePoint(placed_roi, abnormal, evidence, lesions, lesion_labels, volumes, centroid, notes)

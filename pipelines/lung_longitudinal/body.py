@@ -56,7 +56,7 @@ def _cut_holes(
     bounded by the table too), and they hold parenchyma: outside air between the skin and the edge of a
     reconstruction circle is pure gas."""
     count, labels, stats, _ = cv2.connectedComponentsWithStats(candidates.astype(np.uint8), connectivity=8)
-    out = np.zeros_like(body)
+    out = np.zeros(body.shape, dtype=body.dtype)
     kernel = np.ones((5, 5), np.uint8)
     for k in range(1, count):
         x, y, w, h, _ = (int(v) for v in stats[k])

@@ -13,7 +13,7 @@ from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.distance import pdist
 
 from pipelines.lung_longitudinal.geometry import index_to_patient
-from pipelines.lung_longitudinal.morphology import BoolArray
+from pipelines.lung_longitudinal.morphology import BoolArray, bbox
 
 
 @dataclass
@@ -49,17 +49,22 @@ def find_lesions(
     spacing: Sequence[float],
     origin: Sequence[float],
     direction: Sequence[float],
-) -> tuple[list[Lesion], npt.NDArray[np.int32]]:
+) -> tuple[list[Lesion], npt.NDArray[np.integer[Any]]]:
     """Lesions ordered by volume (largest first), ties by position, so the order is reproducible, and a label
     array in which lesion k (0-based, in that order) has the value k + 1."""
-    labels, _ = ndi.label(abnormal)
+    box = bbox(abnormal)
+    if box is None:
+        return [], np.zeros(abnormal.shape, dtype=np.uint16)
+    offset = np.array([s.start for s in box], dtype=np.float64)
+    labels, _ = ndi.label(abnormal[box])  # on the abnormal region's box: the label array is the cost
+    left, hu = left[box], hu[box]
     voxel_ml = float(np.prod(spacing)) / 1000.0
     found: list[tuple[Lesion, int]] = []
     for index, sl in enumerate(ndi.find_objects(labels), start=1):
         if sl is None:
             continue
         inside = labels[sl] == index
-        idx = np.argwhere(inside).astype(np.float64) + np.array([s.start for s in sl], dtype=np.float64)
+        idx = np.argwhere(inside).astype(np.float64) + np.array([s.start for s in sl], dtype=np.float64) + offset
         points = index_to_patient(idx, spacing, origin, direction)
         centroid = points.mean(axis=0)
         on_left = float(left[sl][inside].mean())
@@ -80,4 +85,6 @@ def find_lesions(
     order = np.zeros(int(labels.max()) + 1, dtype=np.int32)
     for rank, (_, index) in enumerate(found, start=1):
         order[index] = rank
-    return [lesion for lesion, _ in found], order[labels].astype(np.int32)
+    out = np.zeros(abnormal.shape, dtype=np.uint16 if len(found) < 2**16 else np.int32)  # half of int32's memory
+    out[box] = order[labels]
+    return [lesion for lesion, _ in found], out

@@ -25,11 +25,11 @@ def radius_px(radius_mm: float, spacing_yx: tuple[float, float]) -> tuple[int, i
 def per_slice(mask: BoolArray, op: int, kernel: npt.NDArray[np.uint8]) -> BoolArray:
     """Apply one OpenCV morphological operation to every axial slice; slices are padded so edges stay honest."""
     pad = max(kernel.shape)
-    out = np.zeros_like(mask)
+    out = np.zeros(mask.shape, dtype=mask.dtype)
     for k in np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)):
-        plane = np.pad(mask[k].astype(np.uint8), pad)
+        plane = np.pad(mask[k].view(np.uint8), pad)  # bool is one byte of 0/1: a view, no copy
         result = cv2.morphologyEx(plane, op, kernel)
-        out[k] = result[pad:-pad, pad:-pad].astype(bool)
+        out[k] = result[pad:-pad, pad:-pad].view(bool)
     return out
 
 
@@ -88,21 +88,21 @@ def plane_fill(mask: BoolArray, axis: int, spacing: Sequence[float], radius_mm: 
     step = max(pixel_mm, min(rows_mm, cols_mm))
     shape = crop.shape[1:]
     size = (max(1, round(shape[1] * cols_mm / step)), max(1, round(shape[0] * rows_mm / step)))
-    out_crop = np.zeros_like(crop)
+    out_crop = np.zeros(crop.shape, dtype=crop.dtype)
     for k in np.flatnonzero(crop.reshape(crop.shape[0], -1).any(axis=1)):
         small = cv2.resize(crop[k].astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
         closed = close_disk(small, radius_mm / step)
         filled = fill_holes_2d(closed[np.newaxis])[0]
         back = cv2.resize(filled.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
         out_crop[k] = back > 0
-    out = np.zeros_like(mask)
+    out = np.zeros(mask.shape, dtype=mask.dtype)
     out[box] = np.moveaxis(out_crop, 0, axis) | mask[box]
     return out
 
 
 def convex_hull_2d(mask: BoolArray) -> BoolArray:
     """Per-slice convex hull of a mask."""
-    out = np.zeros_like(mask)
+    out = np.zeros(mask.shape, dtype=mask.dtype)
     for k in np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1)):
         contours, _ = cv2.findContours(mask[k].astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         plane = np.zeros(mask.shape[1:], dtype=np.uint8)
@@ -118,4 +118,14 @@ def distance_2d_mm(target: BoolArray, spacing: Sequence[float], empty: float = 1
     step = float(min(spacing[1], spacing[2]))
     for k in np.flatnonzero(target.reshape(target.shape[0], -1).any(axis=1)):
         out[k] = cv2.distanceTransform((~target[k]).astype(np.uint8), cv2.DIST_L2, 5) * step
+    return out
+
+
+def within_mm(target: BoolArray, spacing: Sequence[float], distance_mm: float) -> BoolArray:
+    """Per slice, the voxels within ``distance_mm`` in-plane of a ``target`` voxel (a mask, not a float volume
+    of distances: a quarter of the memory)."""
+    out = np.zeros(target.shape, dtype=bool)
+    step = float(min(spacing[1], spacing[2]))
+    for k in np.flatnonzero(target.reshape(target.shape[0], -1).any(axis=1)):
+        out[k] = cv2.distanceTransform((~target[k]).view(np.uint8), cv2.DIST_L2, 5) * step <= distance_mm
     return out

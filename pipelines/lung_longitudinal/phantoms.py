@@ -97,6 +97,8 @@ class Anatomy:
     (negative cuts them: the top slice then holds apices beside the trachea). ``dependent_mm``: depth of a
     consolidation along the posterior lung surface (diffuse dependent disease, as in COVID-19 pneumonia).
     ``rotation_deg``: the patient rotated about the long axis (with ``shift_mm``: a follow-up's position).
+    ``ribs``: a rib cage a few millimetres outside each lung's lateral, anterior and posterior surface (sloping
+    bands of bone with intercostal muscle between them): the inner chest wall that bounds a consolidated lung.
     """
 
     hilar: bool = True
@@ -104,6 +106,7 @@ class Anatomy:
     apex_gap_mm: float = 12.0
     dependent_mm: float = 0.0
     rotation_deg: float = 0.0
+    ribs: bool = False
 
 
 def _coordinates(
@@ -120,6 +123,34 @@ def _coordinates(
     yr = centre[1] + np.cos(a) * dy + np.sin(a) * dx
     xr = centre[2] - np.sin(a) * dy + np.cos(a) * dx
     return np.broadcast_to(z, np.broadcast_shapes(z.shape, yr.shape)), yr.astype(np.float32), xr.astype(np.float32)
+
+
+def _rib_cage(
+    grid: tuple[npt.NDArray[np.float32], ...],
+    shape: tuple[int, int, int],
+    lung_cz: float,
+    cy: float,
+    cx: float,
+    sides_x: tuple[float, float],
+    semi_zy: tuple[float, float],
+    ex: float,
+) -> BoolArray:
+    """Ribs: a shell 3-8 mm outside each lung, except on its medial (mediastinal) side in front of the spine,
+    cut into bands 12 mm
+    high every 25 mm that slope down towards the front and the side (an axial slice crosses several ribs
+    obliquely, with intercostal spaces between them)."""
+    z, y, x = grid
+    out = np.zeros(shape, dtype=bool)
+    inner_mm, outer_mm = 3.0, 8.0
+    for side_x, semi_x in zip(sides_x, (0.155 * ex, 0.14 * ex), strict=True):
+        centre = (lung_cz, cy, side_x)
+        outer = _ellipsoid(grid, centre, (semi_zy[0] + outer_mm, semi_zy[1] + outer_mm, semi_x + outer_mm))
+        inner = _ellipsoid(grid, centre, (semi_zy[0] + inner_mm, semi_zy[1] + inner_mm, semi_x + inner_mm))
+        # posterior ribs run to the spine; in front and at the side they stop short of the mediastinum
+        not_medial = ((x - side_x) * np.sign(side_x - cx) > -0.3 * semi_x) | (y > cy + 0.5 * semi_zy[1])
+        bands = np.mod(z - 0.5 * (y - cy) + 0.5 * np.abs(x - side_x), 25.0) < 12.0
+        out |= outer & ~inner & np.broadcast_to(not_medial & bands, shape)
+    return out
 
 
 def make_chest_phantom(
@@ -162,6 +193,8 @@ def make_chest_phantom(
         right &= ~domes
         left &= ~domes
     lungs = right | left
+    if anatomy.ribs:
+        hu[_rib_cage(grid, shape, lung_cz, cy, cx, (right_x, left_x), (lung_semi_z, lung_semi_y), ex) & ~lungs] = 400.0
     hu[lungs] = -850.0
     hu[domes & np.broadcast_to(inner, shape)] = 60.0
 

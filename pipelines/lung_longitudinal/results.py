@@ -55,7 +55,7 @@ def lesion_label_map(tp: TimePoint, rows: list[dict[str, Any]], volume: Volume) 
         return None
     numbers = np.array([0, *[int(r["number"]) for r in rows]], dtype=np.int64)
     dtype = np.uint8 if numbers.max() < 256 else np.uint16
-    array: npt.NDArray[np.integer[Any]] = numbers[tp.lesion_labels].astype(dtype)
+    array: npt.NDArray[np.integer[Any]] = numbers.astype(dtype)[tp.lesion_labels]  # no int64 volume
     segments = [
         Segment(
             int(r["number"]),

@@ -2,7 +2,8 @@
 
 Steps: body (field-of-view cuts allowed, see :mod:`body`) → air inside the body → lung-like air components
 (big enough, not pure gas such as bowel, not just under the skin) → trachea and main bronchi removed
-(:mod:`airway`) → left/right split → each lung's envelope: what a per-slice closing and hole filling add
+(:mod:`airway`) → left/right split → the consolidated lung between each lung's aerated part and the ribs
+(:mod:`pleura`) → each lung's envelope: what a per-slice closing and hole filling add
 (consolidation at the pleura, dense lesions, vessels), kept only where it is also enclosed in a coronal or a
 sagittal plane (a liver or spleen dome is ringed by lung in an axial slice, never from above), and, for
 concavities, only on the chest-wall side (the hilum opens towards the mediastinum). The mediastinum is the
@@ -28,12 +29,13 @@ from pipelines.lung_longitudinal.morphology import (
     bbox,
     convex_hull_2d,
     disk,
-    distance_2d_mm,
     fill_holes_2d,
     per_slice,
     plane_fill,
     radius_px,
+    within_mm,
 )
+from pipelines.lung_longitudinal.pleura import PleuraParams, chest_wall_band
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ class RoiParams:
     min_lung_ml_per_mm: float = 0.1  # of scan length, for scans shorter than 200 mm
     satellite_min_ml: float = 0.1  # air pockets this big, within satellite_mm of the lungs, belong to them
     satellite_mm: float = 20.0
+    satellite_rounds: int = 3
     gas_p10_hu: float = -985.0  # components whose 10th percentile is below this are pure gas (bowel), not lung
     min_wall_mm: float = 12.0  # lungs lie behind the chest wall: air this close to the skin is not lung
     closing_mm: float = 30.0
@@ -57,6 +60,7 @@ class RoiParams:
     posterior_share: float = 0.3  # the posterior part of the lungs' depth where the gutters by the spine lie
     body: BodyParams = field(default_factory=BodyParams)
     airway: AirwayParams = field(default_factory=AirwayParams)
+    pleura: PleuraParams = field(default_factory=PleuraParams)
 
 
 @dataclass
@@ -102,12 +106,19 @@ def _lung_components(
             continue  # air just under the skin or between the patient and the table
         (main if sizes[index] * voxel_ml >= min_ml else small).append(index)
     if not main:
-        return np.zeros_like(air)
+        return np.zeros(air.shape, dtype=air.dtype)
     lungs = np.isin(labels, main)
-    if small:
-        near = distance_2d_mm(lungs, spacing) <= params.satellite_mm
-        pieces = np.isin(labels, small) & near
-        lungs |= np.isin(labels, np.unique(labels[pieces]))
+    # pockets near the lungs join them, and pockets near those in turn (a few rounds): in diffuse disease the
+    # aerated lung is a chain of pockets through the consolidation
+    for _ in range(params.satellite_rounds):
+        if not small:
+            break
+        near = within_mm(lungs, spacing, params.satellite_mm)
+        joined = np.unique(labels[np.isin(labels, small) & near])
+        if joined.size == 0:
+            break
+        lungs |= np.isin(labels, joined)
+        small = [index for index in small if index not in set(joined.tolist())]
     return lungs
 
 
@@ -119,7 +130,7 @@ def _split_joined(component: BoolArray, max_erosions: int = 12) -> tuple[BoolArr
     parts = _split_crop(component[box], max_erosions)
     if parts is None:
         return None
-    out = (np.zeros_like(component), np.zeros_like(component))
+    out = (np.zeros(component.shape, dtype=component.dtype), np.zeros(component.shape, dtype=component.dtype))
     out[0][box], out[1][box] = parts
     return out
 
@@ -247,7 +258,7 @@ def lung_roi(
     params = params or RoiParams()
     body: Body = find_body(hu, spacing, params.body)
     lungs_full = _lung_components(hu, (hu < params.air_hu) & body.mask, body.skin_mm, spacing, params)
-    empty = np.zeros_like(lungs_full)
+    empty = np.zeros(lungs_full.shape, dtype=lungs_full.dtype)
     notes = ["the body reaches the edge of the field of view"] if body.cut_by_fov else []
     margin = int(np.ceil((params.closing_mm + params.pleural_grow_mm) / min(spacing[1], spacing[2]))) + 2
     box = bbox(lungs_full, margin=margin)
@@ -261,10 +272,14 @@ def lung_roi(
             [*notes, "no lung-like air found"],
         )
     box = (slice(max(box[0].start - 1, 0), min(box[0].stop + 1, hu.shape[0])), box[1], box[2])
-    lungs, hu_c, body_c = lungs_full[box], hu[box], body.mask[box]
-    del lungs_full
+    # from here on only the lungs' box is needed: copies of it, so the full-size masks and the float32 skin
+    # distances can go (they are the biggest arrays of the job)
+    lungs, hu_c, body_c = lungs_full[box].copy(), hu[box], body.mask[box].copy()
+    skin_c = body.skin_mm[box].copy()
+    body_mask, measured = body.mask, body.measured
+    del lungs_full, body
     cols_x = column_x(hu.shape[2], spacing, origin, direction)
-    per_col = body.mask.sum(axis=(0, 1)).astype(np.float64)
+    per_col = body_mask.sum(axis=(0, 1)).astype(np.float64)
     midline = float((cols_x * per_col).sum() / max(per_col.sum(), 1.0))
     cols_x = cols_x[box[2]]
     midline_col = float(np.argmin(np.abs(cols_x - midline)))
@@ -273,17 +288,29 @@ def lung_roi(
     lungs &= ~airway
     left, right, split_note = split_sides(lungs, cols_x > midline)
     notes.append(split_note)
+    # consolidated lung between the aerated lung and the ribs (dependent disease): no closing reaches it
+    rows_y = row_y(hu.shape[1], spacing, origin, direction)[box[1]]
+    back = 1.0 if rows_y[-1] >= rows_y[0] else -1.0
+    wall_args = (hu_c, body_c, skin_c, back, midline_col, spacing, params.pleura)
+    left_band = chest_wall_band(left, right | airway, *wall_args)
+    right_band = chest_wall_band(right, left | airway, *wall_args)
+    left |= left_band & ~right_band
+    right |= right_band & ~left_band
+    del left_band, right_band  # each box-sized mask is dropped when done: together they were the job's peak
     # the airway lumen and its wall (a few mm around the lumen) are not lung
     wall = per_slice(airway, cv2.MORPH_DILATE, disk(radius_px(params.airway_wall_mm, (spacing[1], spacing[2]))))
     not_lung = (wall & ~lungs) | airway
-    wall_side = body.skin_mm[box] < np.abs(cols_x - midline)[np.newaxis, np.newaxis, :]
+    wall_side = skin_c < np.abs(cols_x - midline)[np.newaxis, np.newaxis, :]
+    del wall, lungs, skin_c
     left_env = _envelope(left, body_c, wall_side, spacing, params) & ~not_lung
     right_env = _envelope(right, body_c, wall_side, spacing, params) & ~not_lung & ~left_env
-    rows_y = row_y(hu.shape[1], spacing, origin, direction)[box[1]]
+    del left, right, wall_side
     between = mediastinum(left_env, right_env, body_c | not_lung, rows_y, params)
     log.debug("lung ROI: %s", "; ".join(notes))
-    out = LungRoi(empty, empty.copy(), empty.copy(), empty.copy(), fov_cut(empty, body.measured, spacing), notes)
-    out.left[box], out.right[box], out.airway[box] = left_env, right_env, airway
-    out.mediastinum[box] = between & ~left_env & ~right_env
-    out.fov = fov_cut(out.lungs, body.measured, spacing)
-    return out
+    placed = [np.zeros(empty.shape, dtype=empty.dtype) for _ in range(4)]
+    for array, part in zip(placed, (left_env, right_env, airway, between & ~left_env & ~right_env), strict=True):
+        array[box] = part
+    del left_env, right_env, between, not_lung, body_c
+    left_full, right_full, airway_full, between_full = placed
+    fov = fov_cut(left_full | right_full, measured, spacing)
+    return LungRoi(left_full, right_full, airway_full, between_full, fov, notes)

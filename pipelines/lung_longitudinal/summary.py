@@ -69,7 +69,7 @@ def _plane_view(
     hu: npt.NDArray[np.float32],
     lungs: npt.NDArray[np.bool_],
     tinted: npt.NDArray[np.bool_],
-    lesions: npt.NDArray[np.int32],
+    lesions: npt.NDArray[np.integer[Any]],
     pixel_mm: tuple[float, float],
     numbers: Sequence[int],
 ) -> tuple[drawing.RgbImage, float]:

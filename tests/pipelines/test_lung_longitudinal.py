@@ -266,3 +266,28 @@ def test_moved_and_renoised_copy_reports_no_change(tmp_path):
         assert result.details["resolved"] == []
     for name in ("ggo_left", "consolidation_right", "pleural_right"):
         assert _lesion_row(r2, second, name)["tracking_uid"] == _lesion_row(r0, base, name)["tracking_uid"]
+
+
+def test_dependent_consolidation_against_the_ribs_stays_in_the_lungs(tmp_path):
+    """Diffuse dependent disease: the posterior 30 mm of both lungs below the hila consolidated (no air between
+    it and the chest wall), ribs just outside the lungs. Before the ROI followed the ribs, all of it was lost."""
+    phantom = make_chest_phantom(lesions=[], anatomy=Anatomy(dependent_mm=30.0, ribs=True))
+    truth = phantom.left_lung | phantom.right_lung
+    consolidated = phantom.lesion_masks["dependent"]
+    # the phantom itself: the consolidation is lung (dense, posterior), the ribs are outside the lungs
+    assert consolidated.sum() * phantom.voxel_ml > 100.0 and not (consolidated & ~truth).any()
+    assert float(np.median(phantom.hu[consolidated])) > 0.0
+    ribs = (phantom.hu > 300) & ~truth
+    assert ribs.sum() > 0 and not (ribs & truth).any()
+    result = _run(_series(phantom.hu, phantom.spacing, tmp_path))
+    assert result.assessed, result.text
+    lungs = result.label_map(LUNG_MAP)
+    assert lungs is not None
+    roi = lungs.array > 0
+    abnormal = np.isin(lungs.array, [LEFT_ABNORMAL, RIGHT_ABNORMAL])
+    assert (roi & consolidated).sum() / consolidated.sum() >= 0.85  # 0.92 measured; 0.0 before
+    volume = result.details["time_point"]
+    assert volume["roi_ml"] == pytest.approx(phantom.lung_volume_ml(), rel=0.05)  # -8 % before
+    assert (roi & ~truth).sum() * phantom.voxel_ml <= 0.05 * phantom.lung_volume_ml()  # the chest wall stays out
+    assert volume["abnormal_ml"] == pytest.approx(consolidated.sum() * phantom.voxel_ml, rel=0.25)
+    assert (abnormal & consolidated).sum() >= 0.8 * consolidated.sum()
