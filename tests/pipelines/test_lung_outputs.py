@@ -20,6 +20,7 @@ from dicomnode.testing.synthetic import StudyInfo, write_ct_series
 from pipelines.lung_longitudinal.phantoms import Anatomy, longitudinal_pair, make_chest_phantom, pair_lesions
 from tests.conftest import require_tool
 from tests.support.net import storescu, wait_for
+from tests.support.tools import dciodvfy_errors
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +32,6 @@ def studies(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Study
     write_ct_series(base.hu, root / "prior", spacing=base.spacing, info=prior_info, series_description="Chest")
     write_ct_series(follow.hu, root / "current", spacing=follow.spacing, info=current_info, series_description="Chest")
     return root / "prior", root / "current", prior_info, current_info
-
-
-def _dciodvfy_errors(path: Path) -> list[str]:
-    out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
-    return [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
 
 
 # The coded change values (meanings) of a grown, a stable, a new and a resolved lesion.
@@ -68,7 +64,7 @@ def test_run_with_prior_writes_valid_sr_seg_and_summary(studies, tmp_path: Path)
     assert doc["source"]["study_instance_uid"] == current_info.study_instance_uid
     assert sorted(f["kind"] for f in doc["files"]) == ["SEG", "SEG", "SR", "SUMMARY"]  # lungs; one per lesion
     for item in doc["files"]:
-        assert _dciodvfy_errors(out / item["path"]) == [], item["kind"]
+        assert dciodvfy_errors(out / item["path"]) == [], item["kind"]
     statuses = sorted(_statuses(doc).values())
     assert statuses == EXPECTED_CHANGES, statuses
 
