@@ -69,6 +69,10 @@ class DatabaseSink:
         self.association_retention = association_retention
         self._pruned_at = -math.inf
         self._prune_lock = threading.Lock()
+        # Study and series ids by association, then series UID: an association sends one series after
+        # another, and looking them up again for every instance was a third of recording it. Each entry is
+        # used by its association's own thread only; it goes when the association ends.
+        self._series_ids: dict[str, dict[str, repo.SeriesIds]] = {}
 
     def association_started(self, association_id: str, calling_ae: str, called_ae: str) -> None:
         with self.db.session() as session:
@@ -94,8 +98,12 @@ class DatabaseSink:
 
     def instance_received(self, instance: ReceivedInstance) -> None:
         record = instance_record(instance, self.stored_path(instance.path))
+        series = self._series_ids.setdefault(instance.association_id, {})
         with self.db.session() as session:
-            _, is_new = repo.record_instance(session, record, replaced=instance.replaced)
+            is_new, ids = repo.record_received(
+                session, record, replaced=instance.replaced, known=series.get(record.series_instance_uid)
+            )
+        series[record.series_instance_uid] = ids  # only once committed: a rolled back series row is no id
         if not is_new:
             log.info(
                 "instance_duplicate association_id=%s policy=%s",
@@ -104,5 +112,6 @@ class DatabaseSink:
             )
 
     def association_ended(self, association_id: str) -> None:
+        self._series_ids.pop(association_id, None)
         with self.db.session() as session:
             repo.association_ended(session, association_id)

@@ -13,6 +13,7 @@ from dicomnode.db.models import (
     CompletionReason,
     Delivery,
     DeliveryState,
+    Instance,
     Job,
     JobKind,
     JobState,
@@ -116,6 +117,33 @@ def test_late_instance_reopens_series_as_a_new_version(db: Database) -> None:
         assert series.state is SeriesState.RECEIVING
     second = _complete(db, utcnow() + dt.timedelta(seconds=11))
     assert [c.version for c in first] == [1] and [c.version for c in second] == [2]
+
+
+def test_ids_kept_by_an_association_count_instances_and_reopen_the_series(db: Database) -> None:
+    with db.session() as s:
+        first, ids = repo.record_received(s, _record("1.2.3.21", "1.2.3.21.1"))
+    _complete(db, utcnow() + dt.timedelta(seconds=11))
+    with db.session() as s:  # the same association's next instances, with the ids it kept
+        new, again = repo.record_received(s, _record("1.2.3.21", "1.2.3.21.2"), known=ids)
+        duplicate, _ = repo.record_received(s, _record("1.2.3.21", "1.2.3.21.2"), known=ids)
+    with db.session() as s:
+        series = s.query(Series).one()
+        assert first and new and not duplicate and again == ids
+        assert (series.instance_count, series.state, series.version) == (2, SeriesState.RECEIVING, 1)
+
+
+def test_a_kept_id_whose_series_row_is_gone_is_looked_up_again(db: Database) -> None:
+    with db.session() as s:
+        _, kept = repo.record_received(s, _record("1.2.3.22", "1.2.3.22.1"))
+    with db.session() as s:  # retention removed the series while the association was open
+        s.query(Instance).delete()
+        s.query(Series).delete()
+    with db.session() as s:
+        is_new, ids = repo.record_received(s, _record("1.2.3.22", "1.2.3.22.2"), known=kept)
+    with db.session() as s:
+        series, instance = s.query(Series).one(), s.query(Instance).one()
+        assert is_new and ids.series_id == series.id == instance.series_id  # a new row (SQLite may reuse the id)
+        assert series.instance_count == 1
 
 
 def _enqueue(db: Database, key: str) -> int | None:
