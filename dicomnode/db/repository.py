@@ -111,6 +111,10 @@ class SeriesIds:
     series_id: int
 
 
+class StaleSeriesIdsError(Exception):
+    """The series row that kept ids pointed at is gone (retention deleted it while its association was open)."""
+
+
 def _series_ids(session: Session, rec: InstanceRecord) -> SeriesIds:
     study = _get_or_create_study(session, rec)
     series = _get_or_create_series(session, rec, study)
@@ -138,7 +142,9 @@ def record_received(
 
     ``known``: the ids this series had earlier in the same association, which saves the study and series
     look-ups (two SELECTs and the ORM rows) on every instance but the first; a stale one (the series row was
-    deleted since) is detected and looked up again. A second copy of a known instance is counted
+    deleted since) raises :class:`StaleSeriesIdsError` before anything is written: the caller records again
+    without it (with the full record: ``rec.facts`` may be left empty when ``known`` is given, since they
+    only describe a new series). A second copy of a known instance is counted
     (``received_count``); when the node's duplicate policy replaced the stored file (``replaced``), the copy
     counts as new data: its series re-opens, it is analysed and forwarded again as part of the next version.
     """
@@ -148,8 +154,9 @@ def record_received(
     is_new = instance is None
     changed = is_new or replaced
     if changed and not _count_into_series(session, ids.series_id, rec, now, is_new):
-        ids = _series_ids(session, rec)
-        _count_into_series(session, ids.series_id, rec, now, is_new)
+        if known is not None:
+            raise StaleSeriesIdsError(f"series {known.series_id} is gone")
+        raise RuntimeError(f"series {ids.series_id} vanished inside its transaction")
     if instance is None:
         session.add(
             Instance(
