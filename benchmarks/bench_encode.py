@@ -165,16 +165,24 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--groups", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cases", nargs="+", choices=("seg", "sr", "whole"), default=["seg", "sr", "whole"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench_encode_") as tmp:
         work = Path(tmp)
         datasets = _headers(args.slices, args.size, work / "ct")
         lungs = lungs_result(datasets, args.size)
         nodules = nodules_result(datasets, args.size, args.groups)
+        every: dict[str, tuple[str, Callable[[], float], float | None]] = {
+            "seg": (f"SEG, {args.slices} frames", lambda: time_seg(lungs, datasets, work / "seg"), 2.0),
+            "sr": (f"SR, {args.groups} groups", lambda: time_sr(nodules, datasets, work / "sr"), 1.5),
+            "whole": (
+                f"SEG + SR of the {args.groups} nodules",
+                lambda: time_whole(nodules, datasets, work / "whole"),
+                None,
+            ),
+        }
         cases: dict[str, tuple[Callable[[], float], float | None, list[float]]] = {
-            f"SEG, {args.slices} frames": (lambda: time_seg(lungs, datasets, work / "seg"), 2.0, []),
-            f"SR, {args.groups} groups": (lambda: time_sr(nodules, datasets, work / "sr"), 1.5, []),
-            f"SEG + SR of the {args.groups} nodules": (lambda: time_whole(nodules, datasets, work / "whole"), None, []),
+            every[c][0]: (every[c][1], every[c][2], []) for c in args.cases
         }
         for round_ in range(args.rounds):
             order = list(cases) if round_ % 2 == 0 else list(reversed(cases))
