@@ -2,6 +2,7 @@
 
 python benchmarks/bench_hand_xray.py [--repeats 7]
 python benchmarks/bench_hand_xray.py --sweep ../shared/data   # every file, as if routed to hand_xray
+python benchmarks/bench_hand_xray.py --sizes 1500x1250 3000x2500 4240x3536 [--repeats 5]   # scaling table
 
 The sweep runs the pipeline on every readable image (DICOM, PNG/JPEG wrapped as Secondary Capture) and
 counts the outcomes: assessed, not assessable, a clean input error (DicomNodeError, one line), or a
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import statistics
 import tempfile
 import time
@@ -20,7 +22,10 @@ import traceback
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import pydicom
 
 from dicomnode.errors import DicomNodeError
@@ -64,13 +69,66 @@ def sweep(folder: Path) -> None:
         print(f"{outcome:35s} {n}")
 
 
+def _phantom(rows: int, columns: int) -> npt.NDArray[np.integer[Any]]:
+    """The two-hand phantom at ``rows`` x ``columns``, the same anatomy scaled (0.1 mm pixels at 3000 rows)."""
+    markers = (MarkerSpec("L", 0, height_mm=12), MarkerSpec("R", 1, height_mm=12, font=FONTS[3]))
+    spec = PhantomSpec(
+        sides=("L", "R"),
+        markers=markers,
+        rows=rows,
+        columns=columns,
+        bits_stored=16,
+        seed=1,
+        mm_per_px=0.1 * 3000 / rows,
+    )
+    return make_phantom(spec).stored
+
+
+def scaling(sizes: list[str], repeats: int) -> None:
+    """run() at each size (read inside the timing, as the worker does), sizes alternating over the repeats."""
+    shapes = [(int(rows), int(columns)) for rows, columns in (size.lower().split("x") for size in sizes)]
+    times: dict[tuple[int, int], list[float]] = {shape: [] for shape in shapes}
+    assessed: dict[tuple[int, int], bool] = {}
+    pipeline = HandXrayPipeline()
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {}
+        for rows, columns in shapes:
+            spacing = 0.1 * 3000 / rows
+            paths[(rows, columns)] = write_radiograph(
+                _phantom(rows, columns),
+                Path(tmp) / f"{rows}x{columns}.dcm",
+                bits_stored=16,
+                pixel_spacing=(spacing, spacing),
+            )
+        for repeat in range(repeats):
+            for shape in shapes if repeat % 2 == 0 else list(reversed(shapes)):
+                start = time.perf_counter()
+                ds = pydicom.dcmread(paths[shape])
+                result = pipeline.run(PipelineInputs(series=[ImageSeries([ds], [paths[shape]])]), RunContext())
+                times[shape].append(time.perf_counter() - start)
+                assessed[shape] = result.assessed
+    print(f"hand_xray read + run(), {repeats} repeats alternating; load {os.getloadavg()}")
+    print(f"{'rows x columns':>16}{'Mpixel':>8}{'min ms':>9}{'median ms':>11}{'ms/Mpixel':>11}  result")
+    for (rows, columns), values in times.items():
+        mpx = rows * columns / 1e6
+        best = min(values)
+        print(
+            f"{f'{rows}x{columns}':>16}{mpx:8.2f}{best * 1000:9.0f}{statistics.median(values) * 1000:11.0f}"
+            f"{best * 1000 / mpx:11.0f}  {'assessed' if assessed[(rows, columns)] else 'NOT ASSESSED'}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--sweep", type=Path, default=None)
+    parser.add_argument("--sizes", nargs="+", default=None, help="ROWSxCOLUMNS ...: print the scaling table")
     args = parser.parse_args()
     if args.sweep is not None:
         sweep(args.sweep)
+        return
+    if args.sizes:
+        scaling(args.sizes, args.repeats)
         return
     markers = (MarkerSpec("L", 0, height_mm=12), MarkerSpec("R", 1, height_mm=12, font=FONTS[3]))
     spec = PhantomSpec(

@@ -108,7 +108,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if node.http is not None:
             print(f"dashboard and HTTP API: http://{node.http.host}:{node.http.port}/ (API reference at /docs)")
 
-    node.serve_forever(on_started=_announce)
+    from dicomnode.profiling import profile_from_env
+
+    with profile_from_env():
+        node.serve_forever(on_started=_announce)
     return 0
 
 

@@ -88,6 +88,8 @@ class WorkerSettings(_Strict):
     retry_base_seconds: float = Field(default=5.0, ge=0)
     poll_seconds: float = Field(default=0.5, gt=0)
     device: str = "auto"
+    # Niceness added to each worker process: analyses yield the CPU to receiving and delivering.
+    nice: int = Field(default=10, ge=0, le=19)
 
 
 class DispatchSettings(_Strict):

@@ -202,6 +202,10 @@ class Node:
 
 def run_worker_child(settings: Settings, stop: threading.Event | None = None) -> None:
     """One worker process (a supervisor's child): claims and runs jobs until stopped (SIGTERM)."""
+    if settings.worker.nice:
+        # Analyses yield the CPU to receiving: with 2 busy workers on 2 cores the receiver ran at 0.4-0.5
+        # of its speed with an empty queue (benchmarks/bench_scale.py).
+        os.nice(settings.worker.nice)
     db = Database(settings.database_url)
     worker = Worker(settings, db, build_registry(settings))
     stop = stop or threading.Event()

@@ -103,39 +103,74 @@ def _get_or_create_series(session: Session, rec: InstanceRecord, study: Study) -
     return series
 
 
-def record_instance(session: Session, rec: InstanceRecord, *, replaced: bool = False) -> tuple[Instance, bool]:
-    """Record a stored instance; returns (row, is_new). A new instance re-opens a complete series.
+@dataclass(frozen=True)
+class SeriesIds:
+    """The rows an instance goes into; a receiver keeps them per association (see ``record_received``)."""
 
-    A second copy of a known instance is counted (``received_count``); when the node's duplicate policy
-    replaced the stored file (``replaced``), the copy counts as new data: its series re-opens, it is
-    analysed and forwarded again as part of the next version.
-    """
-    now = utcnow()
+    study_id: int
+    series_id: int
+
+
+class StaleSeriesIdsError(Exception):
+    """The series row that kept ids pointed at is gone (retention deleted it while its association was open)."""
+
+
+def _series_ids(session: Session, rec: InstanceRecord) -> SeriesIds:
     study = _get_or_create_study(session, rec)
     series = _get_or_create_series(session, rec, study)
+    return SeriesIds(study.id, series.id)
+
+
+def _count_into_series(session: Session, series_id: int, rec: InstanceRecord, now: dt.datetime, new: bool) -> bool:
+    """Count a new (or replacing) instance into its series and stamp the series; False when the series row
+    is gone (a cached id outlived it). Counted in SQL, not in Python: parallel associations storing into one
+    series must not lose counts."""
+    values: dict[str, Any] = {"last_received_at": now, "last_association_id": rec.association_id}
+    if new:
+        values |= {"instance_count": Series.instance_count + 1, "frame_count": Series.frame_count + rec.frames}
+    result = session.execute(
+        update(Series).where(Series.id == series_id).values(**values).execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0) > 0
+
+
+def record_received(
+    session: Session, rec: InstanceRecord, *, replaced: bool = False, known: SeriesIds | None = None
+) -> tuple[bool, SeriesIds]:
+    """Record a stored instance; returns (is_new, the ids of its study and series). A new instance re-opens
+    a complete series.
+
+    ``known``: the ids this series had earlier in the same association, which saves the study and series
+    look-ups (two SELECTs and the ORM rows) on every instance but the first; a stale one (the series row was
+    deleted since) raises :class:`StaleSeriesIdsError` before anything is written: the caller records again
+    without it (with the full record: ``rec.facts`` may be left empty when ``known`` is given, since they
+    only describe a new series). A second copy of a known instance is counted
+    (``received_count``); when the node's duplicate policy replaced the stored file (``replaced``), the copy
+    counts as new data: its series re-opens, it is analysed and forwarded again as part of the next version.
+    """
+    now = utcnow()
+    ids = known if known is not None else _series_ids(session, rec)
     instance = session.scalar(select(Instance).where(Instance.sop_instance_uid == rec.sop_instance_uid))
     is_new = instance is None
+    changed = is_new or replaced
+    if changed and not _count_into_series(session, ids.series_id, rec, now, is_new):
+        if known is not None:
+            raise StaleSeriesIdsError(f"series {known.series_id} is gone")
+        raise RuntimeError(f"series {ids.series_id} vanished inside its transaction")
     if instance is None:
-        instance = Instance(
-            sop_instance_uid=rec.sop_instance_uid,
-            sop_class_uid=rec.sop_class_uid,
-            series_id=series.id,
-            transfer_syntax_uid=rec.transfer_syntax_uid,
-            path=rec.path,
-            size=rec.size,
-            calling_ae=rec.calling_ae,
-            association_id=rec.association_id,
-            received_at=now,
+        session.add(
+            Instance(
+                sop_instance_uid=rec.sop_instance_uid,
+                sop_class_uid=rec.sop_class_uid,
+                series_id=ids.series_id,
+                transfer_syntax_uid=rec.transfer_syntax_uid,
+                path=rec.path,
+                size=rec.size,
+                calling_ae=rec.calling_ae,
+                association_id=rec.association_id,
+                received_at=now,
+            )
         )
-        session.add(instance)
-        # Counted in SQL, not in Python: parallel associations storing into one series must not lose counts.
-        session.execute(
-            update(Series)
-            .where(Series.id == series.id)
-            .values(instance_count=Series.instance_count + 1, frame_count=Series.frame_count + rec.frames)
-            .execution_options(synchronize_session=False)
-        )
-        session.expire(series, ["instance_count", "frame_count"])
     else:
         instance.received_count += 1
         if replaced:
@@ -143,15 +178,29 @@ def record_instance(session: Session, rec: InstanceRecord, *, replaced: bool = F
             instance.transfer_syntax_uid = rec.transfer_syntax_uid
             instance.association_id = rec.association_id
             instance.version = None  # part of the next version of its series
-    changed = is_new or replaced
-    if series.state is SeriesState.COMPLETE and changed:
-        # Late arrivals re-open the series: it completes again, as a new version with new results.
-        series.state = SeriesState.RECEIVING
-        log.info("series_reopened series_id=%d version=%d", series.id, series.version)
     if changed:
-        series.last_received_at = now
-        series.last_association_id = rec.association_id
+        # Late arrivals re-open the series: it completes again, as a new version with new results.
+        reopened = session.execute(
+            update(Series)
+            .where(Series.id == ids.series_id, Series.state == SeriesState.COMPLETE)
+            .values(state=SeriesState.RECEIVING)
+            .execution_options(synchronize_session=False)
+        )
+        if int(getattr(reopened, "rowcount", 0) or 0):
+            version = session.scalar(select(Series.version).where(Series.id == ids.series_id))
+            log.info("series_reopened series_id=%d version=%d", ids.series_id, version or 0)
+        # The series changed in SQL: a row of it this session already holds must not keep the old values.
+        loaded = session.identity_map.get(session.identity_key(Series, ids.series_id))
+        if loaded is not None:
+            session.expire(loaded)
     session.flush()
+    return is_new, ids
+
+
+def record_instance(session: Session, rec: InstanceRecord, *, replaced: bool = False) -> tuple[Instance, bool]:
+    """Record a stored instance (see ``record_received``); returns (row, is_new)."""
+    is_new, _ = record_received(session, rec, replaced=replaced)
+    instance = session.scalars(select(Instance).where(Instance.sop_instance_uid == rec.sop_instance_uid)).one()
     return instance, is_new
 
 

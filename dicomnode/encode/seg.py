@@ -196,6 +196,11 @@ def _fit_projection_geometry(seg: Dataset, source: Dataset) -> None:
 
 
 def _part_pixels(label_map: LabelMap, part: _Part, lut: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """The part's planes with labels replaced by segment numbers. When every label already is its segment
+    number (labels 1..n, the usual case) the planes are copied as they are: the same values, without a
+    table lookup per pixel (~1 s of a 300 x 512 x 512 SEG). ``_presence`` has refused unknown labels."""
+    if np.array_equal(lut, np.arange(len(lut))):
+        return label_map.array[part.planes].astype(lut.dtype, copy=False)
     return np.stack([lut[label_map.array[k]] for k in part.planes])
 
 

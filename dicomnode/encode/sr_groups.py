@@ -15,7 +15,7 @@ true statements of where the finding lies, within TID 1410.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
@@ -33,6 +33,7 @@ from dicomnode.plugins.api import (
     FindingGroup,
     FrameSource,
     ImageRegion,
+    LabelMap,
     Measurement,
     ModelInfo,
     NotAssessable,
@@ -64,9 +65,37 @@ class GroupContext:
     index: SourceIndex
     segs: Sequence[EncodedSeg]
     info: SeriesInfo
+    _plane_counts: dict[str, dict[int, npt.NDArray[np.intp]]] = field(default_factory=dict)
 
     def model(self, name: str | None) -> ModelInfo | None:
         return next((m for m in self.result.models if m.name == name), None) if name else None
+
+    def plane_counts(self, label_map: LabelMap, label: int) -> npt.NDArray[np.intp]:
+        """The pixels of ``label`` on each plane of ``label_map``. Counted for every segment in one pass over
+        the array, the first time a finding asks: one comparison of the whole array per finding was most
+        of an SR's time with many findings on a large volume (100 findings on 300 x 512 x 512: ~6 s)."""
+        counts = self._plane_counts.get(label_map.name)
+        if counts is None:
+            counts = _count_labels(label_map)
+            self._plane_counts[label_map.name] = counts
+        found = counts.get(label)
+        if found is None:  # a label no segment describes (or a signed array): count it on its own
+            found = (label_map.array == label).reshape(label_map.array.shape[0], -1).sum(axis=1)
+        return found
+
+
+def _count_labels(label_map: LabelMap) -> dict[int, npt.NDArray[np.intp]]:
+    """Per-plane pixel counts of each segment's label (bincount per plane); empty for a signed array with
+    negative values, which bincount cannot count."""
+    array = label_map.array
+    labels = sorted({s.label for s in label_map.segments})
+    if not labels or array.size == 0 or (array.dtype.kind == "i" and int(array.min()) < 0):
+        return {}
+    length = max(labels) + 1
+    table = np.zeros((array.shape[0], len(labels)), dtype=np.intp)
+    for k in range(array.shape[0]):
+        table[k] = np.bincount(array[k].ravel(), minlength=length)[labels]
+    return {label: table[:, i] for i, label in enumerate(labels)}
 
 
 def _frame_numbers(ds: Dataset, frame_number: int | None) -> list[int] | None:
@@ -241,7 +270,7 @@ def _segment_outline(group: FindingGroup, ctx: GroupContext) -> hd.sr.ImageRegio
     label_map = ctx.result.label_map(ref.label_map) if ref else None
     if ref is None or label_map is None:
         return None
-    counts = (label_map.array == ref.label).reshape(label_map.array.shape[0], -1).sum(axis=1)
+    counts = ctx.plane_counts(label_map, ref.label)
     if not counts.any():
         return None
     plane = int(np.argmax(counts))

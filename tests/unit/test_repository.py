@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from pathlib import Path
 
+import numpy as np
+import pydicom
 import pytest
 
 from dicomnode.db import repository as repo
@@ -13,6 +16,7 @@ from dicomnode.db.models import (
     CompletionReason,
     Delivery,
     DeliveryState,
+    Instance,
     Job,
     JobKind,
     JobState,
@@ -21,6 +25,9 @@ from dicomnode.db.models import (
     SeriesState,
     utcnow,
 )
+from dicomnode.ingest import DatabaseSink
+from dicomnode.scp.handlers import ReceivedInstance
+from dicomnode.testing.synthetic import write_ct_series
 
 
 @pytest.fixture
@@ -116,6 +123,53 @@ def test_late_instance_reopens_series_as_a_new_version(db: Database) -> None:
         assert series.state is SeriesState.RECEIVING
     second = _complete(db, utcnow() + dt.timedelta(seconds=11))
     assert [c.version for c in first] == [1] and [c.version for c in second] == [2]
+
+
+def test_ids_kept_by_an_association_count_instances_and_reopen_the_series(db: Database) -> None:
+    with db.session() as s:
+        first, ids = repo.record_received(s, _record("1.2.3.21", "1.2.3.21.1"))
+    _complete(db, utcnow() + dt.timedelta(seconds=11))
+    with db.session() as s:  # the same association's next instances, with the ids it kept
+        new, again = repo.record_received(s, _record("1.2.3.21", "1.2.3.21.2"), known=ids)
+        duplicate, _ = repo.record_received(s, _record("1.2.3.21", "1.2.3.21.2"), known=ids)
+    with db.session() as s:
+        series = s.query(Series).one()
+        assert first and new and not duplicate and again == ids
+        assert (series.instance_count, series.state, series.version) == (2, SeriesState.RECEIVING, 1)
+
+
+def test_a_kept_id_whose_series_row_is_gone_is_refused_before_anything_is_written(db: Database) -> None:
+    with db.session() as s:
+        _, kept = repo.record_received(s, _record("1.2.3.22", "1.2.3.22.1"))
+    with db.session() as s:  # retention removed the series while the association was open
+        s.query(Instance).delete()
+        s.query(Series).delete()
+    with pytest.raises(repo.StaleSeriesIdsError), db.session() as s:
+        repo.record_received(s, _record("1.2.3.22", "1.2.3.22.2"), known=kept)
+    with db.session() as s:
+        assert s.query(Instance).count() == 0
+
+
+def test_the_sink_records_again_without_kept_ids_that_went_stale(db: Database, tmp_path: Path) -> None:
+    paths = write_ct_series(np.zeros((2, 4, 4)), tmp_path / "ct", body_part="CHEST")
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+    sink = DatabaseSink(db)
+
+    def receive(k: int) -> None:
+        h = headers[k]
+        uids = (str(h.SOPInstanceUID), str(h.SOPClassUID), str(h.SeriesInstanceUID), str(h.StudyInstanceUID))
+        sink.instance_received(ReceivedInstance(*uids, "1.2.840.10008.1.2.1", paths[k], 10, "MOD", "NODE", "a", h))
+
+    sink.association_started("a", "MOD", "NODE")
+    receive(0)
+    with db.session() as s:  # retention removed the series while the association was open
+        s.query(Instance).delete()
+        s.query(Series).delete()
+    receive(1)
+    with db.session() as s:
+        series, instance = s.query(Series).one(), s.query(Instance).one()
+        assert instance.series_id == series.id and series.instance_count == 1
+        assert series.body_part == "CHEST" and series.facts  # described as a new series, not from the cache
 
 
 def _enqueue(db: Database, key: str) -> int | None:
