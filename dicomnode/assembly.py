@@ -197,6 +197,7 @@ def assemble_once(db: Database, settings: Settings, pipelines: Mapping[str, Pipe
                     quiet_seconds=settings.completion.series_quiet_seconds,
                     association_end=settings.completion.association_end,
                     association_grace_seconds=settings.completion.association_end_grace_seconds,
+                    several_associations_grace_seconds=settings.completion.several_associations_grace_seconds,
                     is_postgres=db.is_postgres,
                 )
                 if done is not None:

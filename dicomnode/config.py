@@ -76,8 +76,13 @@ class DatabaseSettings(_Strict):
 class CompletionSettings(_Strict):
     series_quiet_seconds: float = Field(default=10.0, gt=0)
     association_end: bool = True
-    association_end_grace_seconds: float = Field(default=2.0, ge=0)
-    poll_seconds: float = Field(default=0.5, gt=0)
+    # A sender that closes its association has sent the series: complete it at once (target: results
+    # start within 1 s of the association's end) ...
+    association_end_grace_seconds: float = Field(default=0.5, ge=0)
+    # ... unless several associations carried it (modalities that open one association per image): the
+    # next one may open a moment later, and completing early would run the pipeline on part of the series.
+    several_associations_grace_seconds: float = Field(default=2.0, ge=0)
+    poll_seconds: float = Field(default=0.2, gt=0)
 
 
 class WorkerSettings(_Strict):

@@ -226,12 +226,17 @@ def receiving_series_ids(session: Session) -> list[int]:
     return list(session.scalars(select(Series.id).where(Series.state == SeriesState.RECEIVING).order_by(Series.id)))
 
 
-def _senders_done(session: Session, series: Series, before: dt.datetime) -> bool:
-    """Whether every association that carried an instance of this series since its last completion has
-    ended before ``before`` (with parallel senders, the first to close must not complete the series)."""
+def _carriers(session: Session, series: Series) -> set[str]:
+    """The associations that carried an instance of this series since its last completion."""
     pending = select(Instance.association_id).where(Instance.series_id == series.id, Instance.version.is_(None))
     carriers = set(session.scalars(pending.distinct())) | {series.last_association_id}
     carriers.discard("")
+    return carriers
+
+
+def _ended_before(session: Session, carriers: set[str], before: dt.datetime) -> bool:
+    """Whether every one of ``carriers`` has ended before ``before`` (with parallel senders, the first to
+    close must not complete the series)."""
     if not carriers:
         return False
     ended = session.execute(select(Association.id, Association.ended_at).where(Association.id.in_(carriers))).all()
@@ -246,10 +251,13 @@ def complete_if_due(
     association_end: bool,
     association_grace_seconds: float,
     is_postgres: bool,
+    several_associations_grace_seconds: float | None = None,
     now: dt.datetime | None = None,
 ) -> Completed | None:
     """Declare one receiving series complete when it has been quiet long enough, or when every association
-    that sent it has ended (after a short grace period, for modalities that open one association per image).
+    that sent it has ended and nothing came for a grace period: ``association_grace_seconds`` when one
+    association carried the series, ``several_associations_grace_seconds`` (when longer) when several did,
+    as from a modality that opens one association per image and may open the next one a moment later.
     Locks only this series' row (one short transaction per series)."""
     now = now or utcnow()
     query = select(Series).where(Series.id == series_id, Series.state == SeriesState.RECEIVING)
@@ -257,11 +265,16 @@ def complete_if_due(
     if series is None:
         return None
     reason: CompletionReason | None = None
-    grace = now - dt.timedelta(seconds=association_grace_seconds)
     if series.last_received_at <= now - dt.timedelta(seconds=quiet_seconds):
         reason = CompletionReason.QUIET_PERIOD
-    elif association_end and series.last_received_at <= grace and _senders_done(session, series, grace):
-        reason = CompletionReason.ASSOCIATION_END
+    elif association_end:
+        carriers = _carriers(session, series)
+        wait = association_grace_seconds
+        if len(carriers) > 1 and several_associations_grace_seconds is not None:
+            wait = max(wait, several_associations_grace_seconds)
+        before = now - dt.timedelta(seconds=wait)
+        if series.last_received_at <= before and _ended_before(session, carriers, before):
+            reason = CompletionReason.ASSOCIATION_END
     return mark_complete(session, series, reason, now) if reason else None
 
 

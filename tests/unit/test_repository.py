@@ -10,6 +10,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from dicomnode.config import CompletionSettings
 from dicomnode.db import repository as repo
 from dicomnode.db.engine import Database
 from dicomnode.db.models import (
@@ -111,6 +112,49 @@ def test_completion_by_quiet_period_and_by_association_end(db: Database) -> None
             (CompletionReason.ASSOCIATION_END, 1, 1),
             (CompletionReason.QUIET_PERIOD, 1, 1),
         ]
+
+
+def test_a_closed_association_completes_its_series_within_a_second_per_image_associations_wait(
+    db: Database,
+) -> None:
+    # With the defaults a user gets: a modality that sends the series over one association and closes it
+    # gets its results started within a second; one that opens an association per image (series 2) is
+    # not completed between two of its associations.
+    defaults = CompletionSettings()
+    with db.session() as s:
+        repo.association_started(s, "whole", "MOD", "NODE")
+        for n in (1, 2):
+            repo.record_instance(s, _record("1.2.3.30", f"1.2.3.30.{n}", "whole"))
+        repo.association_ended(s, "whole")
+        for n in (1, 2):
+            repo.association_started(s, f"image{n}", "MOD", "NODE")
+            repo.record_instance(s, _record("1.2.3.31", f"1.2.3.31.{n}", f"image{n}"))
+            repo.association_ended(s, f"image{n}")
+    now = utcnow()
+
+    def completed_at(seconds: float) -> list[str]:
+        done = []
+        with db.session() as session:
+            candidates = repo.receiving_series_ids(session)
+        for series_id in candidates:
+            with db.session() as session:
+                completed = repo.complete_if_due(
+                    session,
+                    series_id,
+                    quiet_seconds=defaults.series_quiet_seconds,
+                    association_end=defaults.association_end,
+                    association_grace_seconds=defaults.association_end_grace_seconds,
+                    several_associations_grace_seconds=defaults.several_associations_grace_seconds,
+                    is_postgres=db.is_postgres,
+                    now=now + dt.timedelta(seconds=seconds),
+                )
+                if completed:
+                    done.append(str(session.get(Series, completed.series_id).series_instance_uid))
+        return done
+
+    assert completed_at(defaults.association_end_grace_seconds + 0.1) == ["1.2.3.30"]
+    assert completed_at(1.0) == []
+    assert completed_at(defaults.several_associations_grace_seconds + 0.1) == ["1.2.3.31"]
 
 
 def test_late_instance_reopens_series_as_a_new_version(db: Database) -> None:
