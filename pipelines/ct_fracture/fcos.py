@@ -2,10 +2,11 @@
 
 Boxes are (z0, y0, x0, z1, y1, x1) in voxel coordinates of the patch or volume, low corner inclusive, high
 corner exclusive. A location (the centre of a feature cell) is positive for a box when it lies inside the box's
-central region (FCOS "centre sampling": within 1.5 strides of the box centre, clipped to the box) and the box's
-largest distance from it falls in the level's size range; its targets are its six distances to the faces (in
-strides) and its centre-ness, the cube root of the product of the three min/max distance ratios (the 3D form of
-FCOS's square root of two).
+central region (FCOS "centre sampling": within ``centre_radius`` strides of the box centre, 1.5 in FCOS, clipped
+to the box) and the box's largest distance from it falls in the level's size range; its targets are its six
+distances to the faces (in strides) and its centre-ness, the cube root of the product of the three min/max
+distance ratios (the 3D form of FCOS's square root of two). A smaller radius keeps as positives only the cells
+that see the break itself (a tiny network learns a 6 mm gap from those, not from cells 6 voxels away in lung).
 """
 
 from __future__ import annotations
@@ -33,7 +34,11 @@ def locations(shape: Sequence[int], stride: int) -> npt.NDArray[np.float64]:
 
 
 def level_targets(
-    points: npt.NDArray[np.float64], boxes: Boxes, stride: int, size_range: tuple[float, float]
+    points: npt.NDArray[np.float64],
+    boxes: Boxes,
+    stride: int,
+    size_range: tuple[float, float],
+    centre_radius: float = 1.5,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """(labels (n,), distances (n, 6) in strides, centre-ness (n,)) for one level."""
     n = len(points)
@@ -47,7 +52,7 @@ def level_targets(
     d = np.concatenate([p - low, high - p], axis=2)  # (n, m, 6)
     inside = d.min(axis=2) > 0
     centre = (low + high) / 2.0
-    radius = 1.5 * stride
+    radius = centre_radius * stride
     near = np.all(np.abs(p - centre) <= np.maximum(radius, 0.5), axis=2)
     largest = d.max(axis=2)
     ok = inside & near & (largest >= size_range[0]) & (largest < size_range[1])
@@ -67,10 +72,10 @@ def level_targets(
 Targets = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]
 
 
-def targets_for(feature_shapes: Sequence[Sequence[int]], boxes: Boxes) -> list[Targets]:
+def targets_for(feature_shapes: Sequence[Sequence[int]], boxes: Boxes, centre_radius: float = 1.5) -> list[Targets]:
     out: list[Targets] = []
     for shape, stride, size_range in zip(feature_shapes, FCOS_STRIDES, SIZE_RANGES):
-        out.append(level_targets(locations(shape, stride), boxes, stride, size_range))
+        out.append(level_targets(locations(shape, stride), boxes, stride, size_range, centre_radius))
     return out
 
 
@@ -92,7 +97,9 @@ def _giou_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def fcos_loss(
-    outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], boxes_per_sample: Sequence[Boxes]
+    outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    boxes_per_sample: Sequence[Boxes],
+    centre_radius: float = 1.5,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Focal loss (class), GIoU loss weighted by centre-ness (boxes), BCE (centre-ness), over all levels."""
     import torch
@@ -101,7 +108,7 @@ def fcos_loss(
     cls_all, reg_all, ctr_all, t_lab, t_reg, t_ctr = [], [], [], [], [], []
     shapes = [o[0].shape[2:] for o in outputs]
     for i, boxes in enumerate(boxes_per_sample):
-        levels = targets_for(shapes, np.asarray(boxes, dtype=np.float64).reshape(-1, 6))
+        levels = targets_for(shapes, np.asarray(boxes, dtype=np.float64).reshape(-1, 6), centre_radius)
         for (cls_i, reg_i, ctr_i), (level_lab, level_dist, level_cen) in zip(outputs, levels):
             cls_all.append(cls_i[i].reshape(-1))
             reg_all.append(reg_i[i].reshape(6, -1).T)

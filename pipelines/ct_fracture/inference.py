@@ -30,6 +30,18 @@ def normalise(hu: npt.NDArray[np.floating[Any]]) -> FloatArray:
     return np.asarray(np.clip(hu, *HU_RANGE) / 1000.0, dtype=np.float32)
 
 
+def hu_window(x: FloatArray, window: Sequence[float] | None) -> FloatArray:
+    """Narrow the normalised input (padding included) to an HU ``window`` (low, high), None keeping it all.
+
+    A bone window (-100..1500 HU) flattens lung, air and fat to one value: what remains is bone against soft
+    tissue, so a small network cannot learn a fracture's place in the chest (lung border, body outline) instead
+    of the break itself."""
+    if window is None:
+        return x
+    low, high = (max(HU_RANGE[0], float(window[0])), min(HU_RANGE[1], float(window[1])))
+    return np.asarray(np.clip(x, low / 1000.0, high / 1000.0), dtype=np.float32)
+
+
 def zoom_factors(spacing: Sequence[float], target: Sequence[float]) -> tuple[float, float, float]:
     """Per-axis factors from ``spacing`` to ``target`` (1.0 where they agree within 10 %)."""
     out = []
@@ -91,7 +103,7 @@ def detect(
     factors = zoom_factors(spacing, config["spacing"])
     patch = int(config["patch"])
     threshold = float(config.get("score_threshold", 0.2) if score_threshold is None else score_threshold)
-    x = pad_to(normalise(resample(hu, factors)), [patch] * 3, -1.0)
+    x = hu_window(pad_to(normalise(resample(hu, factors)), [patch] * 3, -1.0), config.get("hu_window"))
     occupied = None
     if bone is not None:
         occupied = pad_to(resample(bone.astype(np.uint8), factors, order=0), [patch] * 3, 0) > 0

@@ -4,9 +4,10 @@ bone masks are given) and the typer (when fracture types are given) on data in t
 Options (``--option key=value``): iterations (400), unet_iterations, typer_iterations (default: iterations),
 batch (2), width (16; 64 is the original ResNet width), unet_width (width/2), layers (blocks per ResNet stage,
 default 3,4,6,3), patch (64 voxels), unet_patch (patch), typer_patch (32), spacing (mm, "1.0" or "z,y,x"),
-lr (1e-3), unet_lr (lr), fracture_fraction (0.6 of detector patches centred on a fracture), score_threshold
-(0.2, stored with the detector), seed (0), device (cpu), threads (torch threads, 0 = torch's default), cache
-(4 cases in memory), parts (detector,bone_unet,typer).
+lr (1e-3), unet_lr (lr), fracture_fraction (0.6 of detector patches holding a fracture), centre_radius (1.5:
+FCOS positives within that many strides of a box centre), hu_window (the detector's input window "low,high" HU;
+default the whole range), score_threshold (0.2, stored with the detector), seed (0), device (cpu), threads
+(torch threads, 0 = torch's default), cache (4 cases in memory), parts (detector,bone_unet,typer).
 
 Writes ct_fracture_detector.pt (+ _bone_unet.pt, _typer.pt), manifest.json (file → sha256, each network's
 config) and training_log.json (loss per step); returns the detector's path.
@@ -27,7 +28,7 @@ import numpy.typing as npt
 
 from dicomnode.errors import PipelineInputError, ValidationError
 from pipelines.ct_fracture import dataset, fcos, nets
-from pipelines.ct_fracture.inference import normalise, pad_to, resample, typing_crop, zoom_factors
+from pipelines.ct_fracture.inference import hu_window, normalise, pad_to, resample, typing_crop, zoom_factors
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +135,15 @@ def _patch_at(
 
 def _centre(prep: Prepared, rng: np.random.Generator, fracture_fraction: float, patch: int) -> npt.NDArray[np.int64]:
     if len(prep.boxes) and rng.random() < fracture_fraction:
+        # The patch start is drawn uniformly among those that hold the whole box, so a fracture lies anywhere
+        # in the patch: a fracture always near the patch centre teaches the network the centre, not the break
+        # (it then fires at the same place in every inference window, whatever lies there).
         box = prep.boxes[int(rng.integers(len(prep.boxes)))]
-        jitter = rng.integers(-patch // 4, patch // 4 + 1, size=3)
-        return np.asarray((box[:3] + box[3:]) / 2, dtype=np.int64) + jitter
+        low, high = np.floor(box[:3]).astype(np.int64), np.ceil(box[3:]).astype(np.int64)
+        first = np.minimum(high - patch, low)
+        last = np.maximum(high - patch, low)
+        start = np.array([int(rng.integers(a, b + 1)) for a, b in zip(first, last)], dtype=np.int64)
+        return start + patch // 2
     if len(prep.bone_voxels):
         return np.asarray(prep.bone_voxels[int(rng.integers(len(prep.bone_voxels)))], dtype=np.int64)
     return np.asarray([int(rng.integers(max(1, n))) for n in prep.x.shape], dtype=np.int64)
@@ -163,10 +170,10 @@ def train_detector(
         xs, boxes = [], []
         for _ in range(opts["batch"]):
             x, b, _ = _patch_at(prep, _centre(prep, rng, opts["fracture_fraction"], patch), patch, rng)
-            xs.append(x[None])
+            xs.append(hu_window(x, opts["hu_window"])[None])
             boxes.append(b)
         outputs = model(torch.from_numpy(np.stack(xs)).to(opts["device"]))
-        loss, parts = fcos.fcos_loss(outputs, boxes)
+        loss, parts = fcos.fcos_loss(outputs, boxes, opts["centre_radius"])
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -268,6 +275,8 @@ def _options(options: Mapping[str, str]) -> dict[str, Any]:
         "fracture_fraction": _number(options, "fracture_fraction", 0.6),
         "score_threshold": _number(options, "score_threshold", 0.2),
         "layers": _layers(options.get("layers")),
+        "centre_radius": _number(options, "centre_radius", 1.5),
+        "hu_window": _window(options.get("hu_window")),
         "parts": [p.strip() for p in str(options.get("parts", "detector,bone_unet,typer")).split(",") if p.strip()],
     }
     for key in ("patch", "unet_patch", "typer_patch"):
@@ -309,6 +318,8 @@ def train(data_dir: Path, output_dir: Path, options: Mapping[str, str]) -> Path:
                 "spacing": spacing,
                 "score_threshold": opts["score_threshold"],
                 "nms_iou": 0.1,
+                "hu_window": list(opts["hu_window"]) if opts["hu_window"] else None,
+                "centre_radius": opts["centre_radius"],
                 "layers": list(opts["layers"] or nets.RESNET50_LAYERS),
             },
         ),
@@ -373,6 +384,19 @@ def _layers(text: str | None) -> tuple[int, ...] | None:
     if len(layers) != 4 or min(layers) < 1:
         raise ValidationError(f"training option layers must be four positive block counts, got {text!r}")
     return layers
+
+
+def _window(text: str | None) -> tuple[float, float] | None:
+    """The detector's HU window "low,high" (None: the whole -1000..2000 HU range)."""
+    if not text:
+        return None
+    try:
+        low, high = (float(v) for v in str(text).split(","))
+    except ValueError as exc:
+        raise ValidationError(f"training option hu_window must be low,high HU like -100,1500, got {text!r}") from exc
+    if not low < high:
+        raise ValidationError(f"training option hu_window needs low < high, got {text!r}")
+    return low, high
 
 
 def _jsonable(opts: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import pytest
 
 from pipelines.ct_fracture import morphology as morph
 from pipelines.ct_fracture.cleanup import CleanupParams, clean_components
-from pipelines.ct_fracture.fcos import box_iou, nms_3d
+from pipelines.ct_fracture.fcos import box_iou, level_targets, locations, nms_3d
 from pipelines.ct_fracture.froc import ScanResult, froc, sensitivity_at
 
 
@@ -53,6 +53,27 @@ def test_box_iou_and_nms():
     assert iou[0, 1] == pytest.approx(500 / 1500) and iou[0, 2] == 0.0 and iou[2, 2] == 1.0
     keep = nms_3d(boxes, np.array([0.5, 0.9, 0.4]), iou_threshold=0.3)
     assert keep.tolist() == [1, 2]
+
+
+def test_centre_radius_keeps_only_the_cells_near_a_box_centre():
+    box = np.array([[40.0, 89.0, 204.0, 48.0, 102.0, 217.0]])  # the phantom gap's 8 x 13 x 13 voxel box
+    points = locations((20, 40, 60), 4)
+    wide, _, _ = level_targets(points, box, 4, (0.0, 12.0))
+    narrow, dist, ctr = level_targets(points, box, 4, (0.0, 12.0), centre_radius=0.75)
+    centre = (box[0, :3] + box[0, 3:]) / 2
+    assert 0 < narrow.sum() < wide.sum()
+    assert np.all(np.abs(points[narrow > 0] - centre) <= 3.0)  # 0.75 strides of 4 voxels
+    assert np.all(dist[narrow > 0] > 0) and np.all((ctr[narrow > 0] > 0) & (ctr[narrow > 0] <= 1))
+
+
+def test_hu_window_clips_the_normalised_input_and_its_padding():
+    from pipelines.ct_fracture.inference import hu_window, normalise
+
+    hu = np.array([-1000.0, -850.0, 40.0, 1000.0, 4000.0], dtype=np.float32)
+    x = normalise(hu)
+    assert np.allclose(hu_window(x, (-100.0, 1500.0)), [-0.1, -0.1, 0.04, 1.0, 1.5])
+    assert np.allclose(hu_window(np.full(3, -1.0, np.float32), (-100.0, 1500.0)), -0.1)  # air padding too
+    assert hu_window(x, None) is x
 
 
 def test_cleanup_drops_small_and_isolated_components_but_keeps_large_isolated_bone():
