@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import shutil
 import subprocess
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from dicomnode.plugins.api import (
     stable_uid,
 )
 from dicomnode.testing.synthetic import StudyInfo, write_ct_series, write_radiograph
+from tests.support.tools import dciodvfy_errors
 
 NODULE = Code("27925004", "SCT", "Nodule")
 ABNORMAL = Code("49755003", "SCT", "Morphologically abnormal structure")
@@ -110,11 +112,6 @@ def ct_case(tmp_path_factory: pytest.TempPathFactory) -> CtCase:
     return CtCase(datasets, labels, result, {o.kind: o for o in objects}, root / "out")
 
 
-def _dciodvfy_errors(path: Path) -> list[str]:
-    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
-    return [line for line in (run.stdout + run.stderr).splitlines() if "Error" in line]
-
-
 def _report(path: Path) -> hd.sr.MeasurementReport:
     """The TID 1500 content of an SR file, as highdicom reads it back."""
     content = hd.sr.srread(path).content
@@ -134,7 +131,7 @@ def _coded_evaluation(evaluation: hd.sr.QualitativeEvaluation) -> tuple[str, str
 def test_every_object_passes_dciodvfy(ct_case: CtCase) -> None:
     assert set(ct_case.objects) == {OutputKind.SR, OutputKind.SEG, OutputKind.SUMMARY}
     for obj in ct_case.objects.values():
-        assert _dciodvfy_errors(obj.path) == [], obj.kind
+        assert dciodvfy_errors(obj.path) == [], obj.kind
 
 
 def test_objects_are_part10_explicit_little_endian(ct_case: CtCase) -> None:
@@ -244,6 +241,15 @@ def test_sr_planar_region_points_at_the_source_image(ct_case: CtCase) -> None:
     assert selected.ReferencedSOPInstanceUID == ct_case.datasets[5].SOPInstanceUID
 
 
+def _referenced_images(items: Iterable[pydicom.Dataset]) -> Iterator[str]:
+    """The SOP Instance UIDs the IMAGE and SCOORD items of an SR content tree point at."""
+    for item in items:
+        for ref in item.get("ReferencedSOPSequence", []):
+            if str(ref.ReferencedSOPClassUID) == str(pydicom.uid.CTImageStorage):
+                yield str(ref.ReferencedSOPInstanceUID)
+        yield from _referenced_images(item.get("ContentSequence", []))
+
+
 def test_sr_image_library_lists_only_referenced_images(ct_case: CtCase) -> None:
     ds = pydicom.dcmread(ct_case.objects[OutputKind.SR].path)
     library = next(i for i in ds.ContentSequence if i.ConceptNameCodeSequence[0].CodeMeaning == "Image Library")
@@ -252,10 +258,15 @@ def test_sr_image_library_lists_only_referenced_images(ct_case: CtCase) -> None:
         for group in library.ContentSequence
         for entry in group.ContentSequence
     }
-    covered = np.flatnonzero(np.any(ct_case.label_map == 1, axis=(1, 2)))
-    volume_uids = load_volume(ct_case.datasets).sop_instance_uids
-    expected = {volume_uids[k] for k in covered} | {str(ct_case.datasets[5].SOPInstanceUID)}
-    assert uids == expected
+    # exactly the images the report's content points at: the outlines' images (image 5 among them); each
+    # segment is referenced through its source series (the SEG maps each frame to its image)
+    pointed = set(_referenced_images(i for i in ds.ContentSequence if i is not library))
+    assert str(ct_case.datasets[5].SOPInstanceUID) in pointed
+    assert uids == pointed and len(uids) < len(ct_case.datasets)
+    groups = _report(ct_case.objects[OutputKind.SR].path).get_volumetric_roi_measurement_groups()
+    segments = [g.referenced_segment for g in groups if g.referenced_segment is not None]
+    assert segments and all(not s.has_source_images() for s in segments)
+    assert {s.source_series_for_segmentation.value for s in segments} == {ct_case.datasets[0].SeriesInstanceUID}
 
 
 def test_sr_records_path_and_text(ct_case: CtCase) -> None:
@@ -345,7 +356,7 @@ def test_version_2_references_predecessor_and_priors(ct_case: CtCase, tmp_path: 
     )
     texts = [i.TextValue for i in evaluations.ContentSequence if i.ValueType == "TEXT"]
     assert f"{prior_info.study_instance_uid} (20200101)" in texts
-    assert _dciodvfy_errors(obj.path) == []
+    assert dciodvfy_errors(obj.path) == []
     assert [g.tracking_uid for g in _report(obj.path).get_planar_roi_measurement_groups()] == [stable_uid("B")]
 
 
@@ -389,7 +400,7 @@ def test_radiograph_gets_seg_and_planar_sr(tmp_path: Path) -> None:
         for o in encode_result(result, [ds], pipeline_name="hand", pipeline_version="0.1", out_dir=tmp_path / "o")
     }
     for obj in objects.values():
-        assert _dciodvfy_errors(obj.path) == [], obj.kind
+        assert dciodvfy_errors(obj.path) == [], obj.kind
     seg = hd.seg.segread(objects[OutputKind.SEG].path)
     mask = seg.get_pixels_by_source_instance([str(ds.SOPInstanceUID)])
     np.testing.assert_array_equal(mask[0, :, :, 0].astype(bool), bone)
@@ -465,7 +476,7 @@ def test_segment_with_regions_keeps_both_and_empty_segment_names_its_series(tmp_
     assert [r.graphic_type.value for r in regions] == ["POINT", "POINT", "CIRCLE"]
     if shutil.which("dciodvfy") is not None:
         for obj in objects.values():
-            assert _dciodvfy_errors(obj.path) == [], obj.kind
+            assert dciodvfy_errors(obj.path) == [], obj.kind
 
 
 # ------------------------------------------------------------------------------------------- coding
