@@ -25,38 +25,26 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pydicom
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the test support's Orthanc runner
+
+from bench_receive import make_series as make_random_series  # noqa: E402
 
 from dicomnode.config import Settings  # noqa: E402
 from dicomnode.db import repository as repo  # noqa: E402
 from dicomnode.db.engine import Database  # noqa: E402
 from dicomnode.db.models import Job, JobKind, JobState, Study  # noqa: E402
 from dicomnode.delivery import Dispatcher  # noqa: E402
-from dicomnode.testing.synthetic import StudyInfo, write_ct_series  # noqa: E402
 from tests.support.orthanc import Orthanc  # noqa: E402
 
 STORESCU = "/usr/bin/storescu"  # dcmtk's, not pynetdicom's app of the same name
 
 
 def make_series(out_dir: Path, count: int, size: int) -> list[Path]:
-    """``count`` slices of ``size``² in one series, written in chunks (the volume never sits in memory)."""
-    rng = np.random.default_rng(0)
-    paths: list[Path] = []
-    series_uid = "1.2.826.0.1.3680043.8.498.77"
-    for start in range(0, count, 50):
-        hu = rng.integers(-1000, 2000, size=(min(50, count - start), size, size), dtype=np.int16)
-        paths += write_ct_series(
-            hu,
-            out_dir / f"chunk{start:05d}",
-            info=StudyInfo(patient_id="BENCH"),
-            origin=(0.0, 0.0, float(start)),
-            series_instance_uid=series_uid,
-        )
-    return paths
+    """``count`` random slices of ``size``² in one series (bench_receive's, its own UID)."""
+    return make_random_series(out_dir, count, size, series_uid="1.2.826.0.1.3680043.8.498.77")
 
 
 def with_orthanc(work: Path, send: Callable[[Orthanc], float], expected: int) -> float:

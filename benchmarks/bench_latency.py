@@ -36,7 +36,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the test support's Orthanc runner and sphere pipeline
 
-from dicomnode.testing.synthetic import StudyInfo, write_ct_series  # noqa: E402
+from dicomnode.testing.synthetic import StudyInfo, write_ct_series_in_chunks  # noqa: E402
 from tests.support.net import free_port  # noqa: E402
 from tests.support.orthanc import ORTHANC_BINARY, Orthanc, wait_for_port  # noqa: E402
 
@@ -46,13 +46,10 @@ SPHERES = ((60, 200, 200, 25), (150, 300, 320, 40), (240, 260, 150, 30))  # z, y
 
 def make_series(out_dir: Path, count: int, size: int) -> list[Path]:
     """A CT of water with three dense spheres (what the sphere pipeline finds), written in chunks."""
-    paths: list[Path] = []
-    series_uid = "1.2.826.0.1.3680043.8.498.4242"
-    info = StudyInfo(patient_id="BENCH")
     scale = size / 512
     y, x = np.ogrid[0:size, 0:size]
-    for start in range(0, count, 50):
-        n = min(50, count - start)
+
+    def slab(start: int, n: int) -> np.ndarray:
         hu = np.zeros((n, size, size), dtype=np.int16)
         for k in range(n):
             z = (start + k) * 300 / count
@@ -61,14 +58,10 @@ def make_series(out_dir: Path, count: int, size: int) -> list[Path]:
                 if abs(dz) < r:
                     rr = (r * r - dz * dz) ** 0.5 * scale
                     hu[k][((y - cy * scale) ** 2 + (x - cx * scale) ** 2) <= rr * rr] = 400
-        paths += write_ct_series(
-            hu,
-            out_dir / f"chunk{start:05d}",
-            info=info,
-            origin=(0.0, 0.0, float(start)),
-            series_instance_uid=series_uid,
-        )
-    return paths
+        return hu
+
+    series_uid, info = "1.2.826.0.1.3680043.8.498.4242", StudyInfo(patient_id="BENCH")
+    return write_ct_series_in_chunks(out_dir, count, slab, series_instance_uid=series_uid, info=info)
 
 
 def node_config(data_dir: Path, port: int, orthanc: Orthanc, args: argparse.Namespace) -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dicomnode.testing.synthetic import StudyInfo, write_ct_series
+from dicomnode.testing.synthetic import StudyInfo, write_ct_series_in_chunks
 
 DCMTK = Path("/usr/bin")  # dcmtk's tools, not the pynetdicom apps of the same name
 NODELAY = {**os.environ, "TCP_NODELAY": "1"}
@@ -53,23 +53,16 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
     raise SystemExit(f"nothing listens on {port}")
 
 
-def make_series(out_dir: Path, count: int, size: int) -> list[Path]:
-    """``count`` slices of ``size``², written in chunks so the whole volume never sits in memory."""
-    info = StudyInfo(patient_id="BENCH")
+def make_series(out_dir: Path, count: int, size: int, series_uid: str = "1.2.826.0.1.3680043.8.498.99") -> list[Path]:
+    """``count`` random slices of ``size``² in one series, written in chunks so the whole volume never sits
+    in memory."""
     rng = np.random.default_rng(0)
-    paths: list[Path] = []
-    series_uid = "1.2.826.0.1.3680043.8.498.99"
-    for start in range(0, count, 50):
-        n = min(50, count - start)
-        hu = rng.integers(-1000, 2000, size=(n, size, size), dtype=np.int16)
-        paths += write_ct_series(
-            hu,
-            out_dir / f"chunk{start:05d}",
-            info=info,
-            origin=(0.0, 0.0, float(start)),
-            series_instance_uid=series_uid,
-        )
-    return paths
+
+    def slab(start: int, n: int) -> np.ndarray:
+        return rng.integers(-1000, 2000, size=(n, size, size), dtype=np.int16)
+
+    info = StudyInfo(patient_id="BENCH")
+    return write_ct_series_in_chunks(out_dir, count, slab, series_instance_uid=series_uid, info=info)
 
 
 def send(port: int, called_ae: str, paths: list[Path], parallel: int) -> float:

@@ -28,29 +28,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
 from bench_receive import NODELAY, free_port, wait_for_port  # noqa: E402
-
-from dicomnode.testing.synthetic import StudyInfo, write_ct_series  # noqa: E402
+from bench_receive import make_series as make_random_series  # noqa: E402
 
 STORESCU = "/usr/bin/storescu"
 
 
 def make_series(out_dir: Path, count: int, size: int) -> list[Path]:
-    """``count`` slices of ``size``² in a series (and study) of their own, written in chunks."""
-    info, series_uid = StudyInfo(patient_id="BENCH"), f"2.25.{uuid.uuid4().int}"
-    rng = np.random.default_rng(0)
-    paths: list[Path] = []
-    for start in range(0, count, 50):
-        hu = rng.integers(-1000, 2000, size=(min(50, count - start), size, size), dtype=np.int16)
-        paths += write_ct_series(
-            hu,
-            out_dir / f"chunk{start:05d}",
-            info=info,
-            origin=(0.0, 0.0, float(start)),
-            series_instance_uid=series_uid,
-        )
-    return paths
+    """``count`` slices of ``size``² in a series of their own (bench_receive's series, a new UID)."""
+    return make_random_series(out_dir, count, size, series_uid=f"2.25.{uuid.uuid4().int}")
 
 
 def config(data_dir: Path, port: int) -> str:

@@ -7,7 +7,7 @@ patient, study, series, frame-of-reference and image-plane modules.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,6 +134,30 @@ def write_ct_series(
         path = out_dir / f"CT{k + 1:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
+    return paths
+
+
+def write_ct_series_in_chunks(
+    out_dir: Path,
+    count: int,
+    slab: Callable[[int, int], npt.NDArray[np.integer]],
+    *,
+    series_instance_uid: str,
+    info: StudyInfo | None = None,
+    chunk: int = 50,
+) -> list[Path]:
+    """A ``count``-slice CT series (1 mm apart) written ``chunk`` slices at a time, so that a benchmark's
+    300-slice 512² volume never sits in memory whole; ``slab(start, n)`` gives slices ``start`` to
+    ``start + n``. Each chunk goes to its own folder; the paths come back in slice order."""
+    paths: list[Path] = []
+    for start in range(0, count, chunk):
+        paths += write_ct_series(
+            slab(start, min(chunk, count - start)),
+            out_dir / f"chunk{start:05d}",
+            info=info,
+            origin=(0.0, 0.0, float(start)),
+            series_instance_uid=series_instance_uid,
+        )
     return paths
 
 
