@@ -62,7 +62,9 @@ def _record(series_uid: str, sop_uid: str, association: str = "a1", study_uid: s
     )
 
 
-def _complete(db: Database, now: dt.datetime, quiet: float = 10.0) -> list[repo.Completed]:
+def _complete(
+    db: Database, now: dt.datetime, quiet: float = 10.0, grace: float = 2.0, several: float | None = None
+) -> list[repo.Completed]:
     done = []
     with db.session() as session:
         candidates = repo.receiving_series_ids(session)
@@ -73,7 +75,8 @@ def _complete(db: Database, now: dt.datetime, quiet: float = 10.0) -> list[repo.
                 series_id,
                 quiet_seconds=quiet,
                 association_end=True,
-                association_grace_seconds=2.0,
+                association_grace_seconds=grace,
+                several_associations_grace_seconds=several,
                 is_postgres=db.is_postgres,
                 now=now,
             )
@@ -133,24 +136,11 @@ def test_a_closed_association_completes_its_series_within_a_second_per_image_ass
     now = utcnow()
 
     def completed_at(seconds: float) -> list[str]:
-        done = []
+        at = now + dt.timedelta(seconds=seconds)
+        grace, several = defaults.association_end_grace_seconds, defaults.several_associations_grace_seconds
+        done = _complete(db, at, quiet=defaults.series_quiet_seconds, grace=grace, several=several)
         with db.session() as session:
-            candidates = repo.receiving_series_ids(session)
-        for series_id in candidates:
-            with db.session() as session:
-                completed = repo.complete_if_due(
-                    session,
-                    series_id,
-                    quiet_seconds=defaults.series_quiet_seconds,
-                    association_end=defaults.association_end,
-                    association_grace_seconds=defaults.association_end_grace_seconds,
-                    several_associations_grace_seconds=defaults.several_associations_grace_seconds,
-                    is_postgres=db.is_postgres,
-                    now=now + dt.timedelta(seconds=seconds),
-                )
-                if completed:
-                    done.append(str(session.get(Series, completed.series_id).series_instance_uid))
-        return done
+            return [str(session.get(Series, c.series_id).series_instance_uid) for c in done]
 
     assert completed_at(defaults.association_end_grace_seconds + 0.1) == ["1.2.3.30"]
     assert completed_at(1.0) == []
